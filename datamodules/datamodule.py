@@ -1,0 +1,97 @@
+"""The world switch as a LightningDataModule, with the `tensor` loader backend.
+
+The `tensor` backend keeps data where the model runs and draws batches by indexing: no DataLoader,
+no worker processes. The Real World's n samples are materialized on the device once; in the Ideal
+World an unbounded source generates each batch from its fresh ids as the step comes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytorch_lightning as pl
+import torch
+
+from datamodules.sources import Source
+from datamodules.worlds import WorldPlan, rank_slice
+from lightning_modules.metrics import TEST, TRAIN
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (x, y, ids)
+
+
+class TensorBatches:
+    """An iterable of this rank's (x, y, ids) batches for steps `start_step`..`steps - 1`."""
+
+    def __init__(self, dm: WorldDataModule, start_step: int = 0):
+        self.dm, self.start_step = dm, start_step
+
+    def __len__(self) -> int:
+        return self.dm.plan.steps - self.start_step
+
+    def __iter__(self) -> Iterator[Batch]:
+        dm = self.dm
+        if dm.real is not None:  # index the materialized n samples by position
+            x, y, ids = dm.real
+            on_cpu = dm.device.type == "cpu"
+            for positions in dm.plan.real_positions(self.start_step):
+                pos = rank_slice(positions, dm.rank, dm.world_size)
+                pos = pos if on_cpu else pos.to(dm.device, non_blocking=True)
+                yield x[pos], y[pos], ids[pos]
+        else:
+            for _, ids in dm.plan.batches(self.start_step):
+                yield dm.fetch(rank_slice(ids, dm.rank, dm.world_size))
+
+
+class WorldDataModule(pl.LightningDataModule):
+    """Serves one run's training batches and its evaluation sets.
+
+    Evaluation sets: `test` (the source's test range, in both worlds) and, in the Real World,
+    `train` (the n training samples themselves, without augmentation: invariant 6). Under DDP each
+    rank evaluates its own shard; the metrics sync across ranks.
+    """
+
+    def __init__(self, source: Source, plan: WorldPlan, train_eval_size: int | None = None):
+        super().__init__()
+        self.source, self.plan = source, plan
+        self.train_eval_size = train_eval_size
+        self.device = torch.device("cpu")
+        self.rank, self.world_size = 0, 1
+        self.start_step = 0  # > 0 when resuming a run from a checkpoint
+        self.real: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.trainer is not None:
+            self.device = self.trainer.strategy.root_device
+            self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
+        if self.plan.world == "real" and self.real is None:
+            ids = self.plan.real_subset()
+            x, y = self.source.get(ids)
+            self.real = (x.to(self.device), y.to(self.device), ids.to(self.device))
+        self.eval_sets = self._build_eval_sets()
+
+    def _build_eval_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        test_ids = self.source.test_ids()[self.rank::self.world_size]
+        x, y = self.source.get(test_ids)
+        sets = {TEST: (x.to(self.device), y.to(self.device))}
+        if self.real is not None:
+            rx, ry, _ = self.real
+            keep = slice(self.rank, self.train_eval_size, self.world_size)
+            sets[TRAIN] = (rx[keep], ry[keep])
+        return sets
+
+    def fetch(self, ids: torch.Tensor) -> Batch:
+        """(x, y, ids) on the device for these pool ids, generated or read by the source."""
+        x, y = self.source.get(ids)
+        dev = self.device
+        return x.to(dev, non_blocking=True), y.to(dev, non_blocking=True), ids.to(dev)
+
+    def train_dataloader(self) -> TensorBatches:
+        return TensorBatches(self, self.start_step)
+
+    # Lightning saves these in checkpoints: a resumed run continues the same id schedule.
+    def state_dict(self) -> dict:
+        return {"start_step": self.trainer.global_step if self.trainer is not None else self.start_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.start_step = int(state.get("start_step", 0))

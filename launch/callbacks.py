@@ -1,0 +1,101 @@
+"""The evaluation callback: metrics at the eval schedule's steps, divergence checks, progress.
+
+Nothing here touches the host between evaluations except the divergence check every
+`check_every` steps (one scalar sync), so the training loop runs at full speed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+
+from launch.recorder import RunRecorder
+from lightning_modules.classification import ClassificationModule
+from lightning_modules.metrics import SOFT_ERROR, TEST, TRAIN, metric_name
+
+ROW_FIELDS = ("step", "epoch", "samples_seen", "lr", "wall_time")
+
+
+class EvaluationCallback(pl.Callback):
+    def __init__(self, eval_steps: list[int], recorder: RunRecorder, *, label: str, n: int | None,
+                 batch_size: int, eval_batch_size: int, check_every: int, progress: bool,
+                 report: Callable[[dict], None] | None = None):
+        self.eval_steps = set(eval_steps)
+        self.recorder, self.label = recorder, label
+        self.n, self.batch_size, self.eval_batch_size = n, batch_size, eval_batch_size
+        self.check_every, self.progress = check_every, progress
+        self.report = report  # extra sink for each row (Ray Tune uses it)
+        self.status = "running"
+        self.last_row: dict = {}
+        self._t0 = 0.0
+        self._wall_offset = 0.0  # wall time before a resume
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: ClassificationModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module: ClassificationModule, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        is_eval = step in self.eval_steps
+        if is_eval or step % self.check_every == 0:
+            finite = pl_module.take_loss_check()
+            if trainer.strategy.reduce_boolean_decision(not finite, all=False):
+                self._diverged(trainer, step, "training loss became NaN/inf")
+                return
+        if is_eval:
+            row = self.evaluate(trainer, pl_module, step)
+            if trainer.strategy.reduce_boolean_decision(not _finite(row), all=False):
+                self._diverged(trainer, step, "evaluation loss became NaN/inf")
+
+    def evaluate(self, trainer, pl_module: ClassificationModule, step: int) -> dict:
+        samples = step * self.batch_size
+        row = {
+            "step": step,
+            "epoch": samples / self.n if self.n else float("nan"),
+            "samples_seen": samples,
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "wall_time": self._wall_offset + time.perf_counter() - self._t0,
+        }
+        for split, (x, y) in trainer.datamodule.eval_sets.items():
+            row.update(pl_module.evaluate(split, x, y, self.eval_batch_size))
+        self.last_row = row
+        if trainer.is_global_zero:
+            self.recorder.add_row(row)
+            if pl_module.logger is not None:
+                pl_module.logger.log_metrics({k: v for k, v in row.items() if "/" in k or k == "lr"}, step=step)
+            if self.report is not None:
+                self.report(row)
+            if self.progress:
+                self._print_progress(row, trainer.max_steps)
+        return row
+
+    def _diverged(self, trainer: pl.Trainer, step: int, why: str) -> None:
+        self.status = "diverged"
+        self.diverged_at, self.diverged_why = step, why
+        trainer.should_stop = True
+        if trainer.is_global_zero:
+            print(f"[{self.label}] diverged at step {step:,}: {why}; stopping (logged rows are kept)",
+                  file=sys.stderr, flush=True)
+
+    def _print_progress(self, row: dict, max_steps: int) -> None:
+        step, wall = row["step"], row["wall_time"]
+        rate = step / wall if wall > 0 else float("nan")
+        eta = (max_steps - step) / rate if rate > 0 else float("nan")
+        test = row.get(metric_name(TEST, SOFT_ERROR), float("nan"))
+        train = row.get(metric_name(TRAIN, SOFT_ERROR))
+        train_txt = f"  train soft err {train:.4f}" if train is not None else ""
+        print(f"[{self.label}] step {step:>7,}/{max_steps:,} ({100 * step / max_steps:3.0f}%)  "
+              f"test soft err {test:.4f}{train_txt}  {rate:,.0f} steps/s  eta {_fmt_time(eta)}", flush=True)
+
+
+def _finite(row: dict) -> bool:
+    return all(v == v and abs(v) != float("inf") for k, v in row.items() if k.endswith("/loss"))
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds != seconds:
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

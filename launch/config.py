@@ -1,0 +1,187 @@
+"""The run schema: typed dataclasses merged with YAML files and `key=value` overrides by OmegaConf.
+
+Struct mode is on, so a misspelt key is an error; `ConfigError` names the key and the nearest
+valid ones instead of OmegaConf's traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from datamodules.sources import DataConfig
+from lightning_modules.classification import OPTIMIZERS, OptimConfig
+from lightning_modules.schedules import SCHEDULES
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"  # a network family of lightning_modules.networks
+    width: int = 128  # mlp: hidden units; cnn/resnet: first stage's channels; vit: embedding dim
+    depth: int = 3  # mlp: hidden layers; cnn: conv stages; resnet: 10 | 18 | 34; vit: blocks
+    patch_size: int = 4  # vit only
+
+
+@dataclass
+class EvalConfig:
+    points: int = 40  # about this many evaluations, log-spaced in steps, last step always
+    dense: int = 10  # the first `dense` steps are all evaluated
+    batch_size: int = 2048  # evaluation chunk size (memory only; no effect on the numbers)
+    train_size: int | None = None  # Real World train metrics on the first this-many of the n (None: all n)
+
+
+@dataclass
+class RunConfig:
+    study: str = "default"  # outputs go to <out_dir>/<study>/<name>/
+    name: str = ""  # trial name; empty: derived from the config (e.g. mlp-w128-d3-bs128-real-n4000-s0)
+    out_dir: str = "runs"
+    world: str = "real"  # real | ideal | both (both: the pair, one after the other)
+    n: int = 4000  # Real World training-set size (the Ideal World ignores it)
+    steps: int = 2000  # optimizer steps, identical in both worlds
+    batch_size: int = 128  # global batch (split over DDP workers)
+    seed: int = 0  # run seed: initial weights, sample order, Real World subset
+    source: str = "mnist1d"
+    loader: str = "tensor"
+    device: str = "auto"  # auto | cpu | cuda
+    check_every: int = 50  # steps between divergence checks (one host sync each)
+    progress: bool = True  # print a progress line at evaluations
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+CHOICES = {
+    "world": ("real", "ideal", "both"),
+    "loader": ("tensor",),
+    "device": ("auto", "cpu", "cuda"),
+    "optim.name": OPTIMIZERS,
+    "optim.schedule": SCHEDULES,
+}
+# Keys that do not change what is trained: left out of the pair key.
+_NOT_IN_PAIR_KEY = ("world", "n", "name", "study", "out_dir", "progress", "device", "eval")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the person who typed it."""
+
+
+def schema() -> DictConfig:
+    cfg = OmegaConf.structured(RunConfig)
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def all_keys(cfg: DictConfig | None = None, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema, e.g. 'optim.lr'."""
+    cfg = schema() if cfg is None else cfg
+    keys = []
+    for k in cfg:
+        path = f"{prefix}{k}"
+        keys.append(path)
+        if isinstance(cfg[k], DictConfig):
+            keys.extend(all_keys(cfg[k], path + "."))
+    return keys
+
+
+def unknown_key_error(key: str, where: str = "") -> ConfigError:
+    near = difflib.get_close_matches(key, all_keys(), n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(near)}?" if near else " Run `twoworlds keys` for the full list."
+    return ConfigError(f"unknown config key '{key}'{where}.{hint}")
+
+
+def _key_of(exc: OmegaConfBaseException) -> str:
+    return str(getattr(exc, "full_key", "") or getattr(exc, "key", "") or "?")
+
+
+def merge(base: DictConfig, other, where: str = "") -> DictConfig:
+    """OmegaConf.merge with errors that name the key (and the source of the value)."""
+    try:
+        if isinstance(other, list):
+            return OmegaConf.merge(base, OmegaConf.from_dotlist(other))
+        return OmegaConf.merge(base, other)
+    except ConfigKeyError as e:
+        raise unknown_key_error(_key_of(e), where) from None
+    except OmegaConfBaseException as e:
+        msg = str(e).splitlines()[0]
+        raise ConfigError(f"bad value for '{_key_of(e)}'{where}: {msg}") from None
+
+
+def parse_overrides(overrides: list[str]) -> list[str]:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"'{item}' is not a key=value override (e.g. model.width=256)")
+    return overrides
+
+
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Schema defaults, then the YAML file (if any), then `key=value` overrides; validated."""
+    cfg = schema()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' not found")
+        cfg = merge(cfg, OmegaConf.load(path), f" in {path}")
+    cfg = merge(cfg, parse_overrides(list(overrides)), " on the command line")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value} is not one of: {', '.join(allowed)}")
+    for key in ("n", "steps", "batch_size", "check_every", "eval.points", "model.width", "model.depth"):
+        if OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {OmegaConf.select(cfg, key)}")
+    if cfg.optim.lr <= 0:
+        raise ConfigError(f"optim.lr must be > 0, got {cfg.optim.lr}")
+    if cfg.optim.nesterov and cfg.optim.momentum <= 0:
+        raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
+    if cfg.optim.warmup_steps >= cfg.steps:
+        raise ConfigError(f"optim.warmup_steps={cfg.optim.warmup_steps} must be below steps={cfg.steps}")
+
+
+def to_plain(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{'optim': {'lr': 0.1}} -> {'optim.lr': 0.1}; lists become strings (TensorBoard hparams)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = str(v) if isinstance(v, list | ListConfig) else v
+    return out
+
+
+def pair_key(cfg: DictConfig) -> str:
+    """Hash of the resolved config without world and n: runs that share it are compared."""
+    plain = to_plain(cfg)
+    for key in _NOT_IN_PAIR_KEY:
+        plain.pop(key, None)
+    return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def trial_name(cfg: DictConfig) -> str:
+    """A readable, deterministic name: family, knobs, batch, world (and n), seed."""
+    if cfg.name:
+        return cfg.name
+    m = cfg.model
+    parts = [m.name, f"w{m.width}", f"d{m.depth}"]
+    if m.name == "vit":
+        parts.append(f"p{m.patch_size}")
+    parts += [f"bs{cfg.batch_size}", cfg.world]
+    if cfg.world == "real":
+        parts.append(f"n{cfg.n}")
+    parts.append(f"s{cfg.seed}")
+    return "-".join(str(p) for p in parts)

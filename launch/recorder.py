@@ -1,0 +1,109 @@
+"""What a run leaves behind in runs/<study>/<trial>/: config.yaml (with provenance), metrics.csv
+(one row per evaluation, flushed as it is written, so an interrupted run keeps every row) and
+summary.json (final metrics, samples seen, wall time, status)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("torch", "pytorch-lightning", "torchmetrics", "ray", "numpy", "omegaconf", "mnist1d", "ffcv")
+STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
+
+
+def git_commit() -> str:
+    """The repository's commit, with '-dirty' when there are uncommitted changes; 'unknown' outside git."""
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)  # noqa: E731
+        head = run("rev-parse", "HEAD")
+        if head.returncode:
+            return "unknown"
+        dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def provenance() -> dict:
+    return {"git_commit": git_commit(), "versions": versions(), "argv": " ".join(sys.argv), "host": platform.node()}
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan" / "inf": valid JSON, and a diverged run's numbers stay visible
+    return value
+
+
+class RunRecorder:
+    """Writes one run's files. Only the global-zero rank writes."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.enabled = Path(run_dir), False
+        self.metrics_path = self.run_dir / "metrics.csv"
+        self.rows: list[dict] = []
+        self._columns: list[str] | None = None
+
+    def enable(self, is_global_zero: bool) -> bool:
+        """Turn writing on for the global-zero rank (known once the Trainer exists)."""
+        self.enabled = is_global_zero
+        if is_global_zero:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        return is_global_zero
+
+    def write_config(self, cfg, extra: dict) -> None:
+        if not self.enabled:
+            return
+        doc = OmegaConf.to_container(cfg, resolve=True)
+        doc["provenance"] = extra
+        tmp = self.run_dir / "config.yaml.tmp"
+        tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(doc)))
+        os.replace(tmp, self.run_dir / "config.yaml")
+
+    def start_metrics(self, columns: list[str], keep_until_step: int = 0) -> None:
+        """Open metrics.csv with these columns; rows of steps <= keep_until_step survive a resume."""
+        self._columns = columns
+        if not self.enabled:
+            return
+        kept = []
+        if keep_until_step and self.metrics_path.exists():
+            with self.metrics_path.open() as f:
+                kept = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until_step]
+        with self.metrics_path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(kept)
+
+    def add_row(self, row: dict) -> None:
+        self.rows.append(row)
+        if not self.enabled:
+            return
+        with self.metrics_path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self._columns, extrasaction="ignore").writerow(row)
+            f.flush()
+
+    def write_summary(self, summary: dict) -> None:
+        if not self.enabled:
+            return
+        tmp = self.run_dir / "summary.json.tmp"
+        tmp.write_text(json.dumps({k: _json_safe(v) for k, v in summary.items()}, indent=2) + "\n")
+        os.replace(tmp, self.run_dir / "summary.json")

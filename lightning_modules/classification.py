@@ -1,0 +1,113 @@
+"""ClassificationModule: one recipe (loss, metrics, optimizer, schedule) around any network.
+
+The network is a plain nn.Module from the registry. Evaluation is not Lightning's validation loop:
+it happens at the eval schedule's steps (see launch/callbacks.py), on whole tensors already on the
+device, through the same `_step` as training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_modules.metrics import KINDS, ClassificationErrors, metric_name
+from lightning_modules.schedules import SCHEDULES, lr_factor
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.05  # base learning rate (peak, after warm-up)
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    weight_decay: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw only
+    schedule: str = "cosine"  # constant | cosine | step; a function of the optimizer step
+    warmup_steps: int = 0  # linear warm-up, in optimizer steps
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step schedule: fractions of steps
+    gamma: float = 0.1  # step schedule: factor at each milestone
+
+
+class ClassificationModule(pl.LightningModule):
+    def __init__(self, net: nn.Module, optim: OptimConfig, steps: int):
+        super().__init__()
+        if optim.name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer '{optim.name}'; known: {', '.join(OPTIMIZERS)}")
+        if optim.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule '{optim.schedule}'; known: {', '.join(SCHEDULES)}")
+        self.net, self.optim, self.steps = net, optim, steps
+        # The step is written out in `training_step`: Lightning's automatic optimization wraps it in
+        # a closure and several hook layers that cost as much as a small model's whole CPU step.
+        self.automatic_optimization = False
+        self.errors = ClassificationErrors()
+        # Sum of training losses since the last divergence check, kept on the device so that the
+        # host never syncs on a training step.
+        self.register_buffer("loss_acc", torch.zeros(()), persistent=False)
+
+    def __setattr__(self, name: str, value) -> None:
+        # Lightning sets `_current_fx_name` (a plain str) around every hook, ~45 times a step;
+        # nn.Module.__setattr__'s checks cost ~5 us each, a tenth of a small model's CPU step.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(x)
+        return F.cross_entropy(logits, y), logits
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y, _ids = batch
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        loss, _ = self._step(x, y)
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)  # through the precision plugin (fp16 loss scaling)
+        opt.step()
+        sched.step()  # the lr is a function of the optimizer step (invariant 1)
+        self.loss_acc.add_(loss.detach())
+        return loss
+
+    @torch.no_grad()
+    def evaluate(self, split: str, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
+        """Loss, 0/1 error and soft error on (x, y), synced over DDP ranks; the net is left as found."""
+        was_training = self.net.training
+        self.net.eval()
+        self.errors.reset()
+        for start in range(0, len(y), batch_size):
+            _, logits = self._step(x[start:start + batch_size], y[start:start + batch_size])
+            self.errors.update(logits, y[start:start + batch_size])
+        values = self.errors.compute()
+        self.net.train(was_training)
+        return {metric_name(split, k): float(values[k]) for k in KINDS}
+
+    def take_loss_check(self) -> bool:
+        """True while every training loss since the last check was finite (one host sync)."""
+        finite = bool(torch.isfinite(self.loss_acc))
+        self.loss_acc.zero_()
+        return finite
+
+    def configure_optimizers(self):
+        o = self.optim
+        decay, no_decay = [], []
+        for p in self.net.parameters():
+            # Norm scales and biases are not decayed: it only fights BatchNorm's scale invariance.
+            (no_decay if p.ndim <= 1 else decay).append(p)
+        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if o.name == "sgd":
+            opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+        else:
+            opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
+        factor = partial(lr_factor, steps=self.steps, schedule=o.schedule, warmup_steps=o.warmup_steps,
+                         milestones=tuple(o.milestones), gamma=o.gamma)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
