@@ -26,7 +26,9 @@ class TensorBatches:
         self.dm, self.start_step = dm, start_step
 
     def __len__(self) -> int:
-        return self.dm.plan.steps - self.start_step
+        # The whole run is one epoch of `steps` batches. On resume Lightning restores its batch
+        # counter to `start_step` within that epoch, so the length stays `steps`.
+        return self.dm.plan.steps
 
     def __iter__(self) -> Iterator[Batch]:
         dm = self.dm

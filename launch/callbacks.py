@@ -22,7 +22,7 @@ ROW_FIELDS = ("step", "epoch", "samples_seen", "lr", "wall_time")
 class EvaluationCallback(pl.Callback):
     def __init__(self, eval_steps: list[int], recorder: RunRecorder, *, label: str, n: int | None,
                  batch_size: int, eval_batch_size: int, check_every: int, progress: bool,
-                 report: Callable[[dict], None] | None = None):
+                 report: Callable[[pl.Trainer, dict], None] | None = None):
         self.eval_steps = set(eval_steps)
         self.recorder, self.label = recorder, label
         self.n, self.batch_size, self.eval_batch_size = n, batch_size, eval_batch_size
@@ -35,6 +35,13 @@ class EvaluationCallback(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: ClassificationModule) -> None:
         self._t0 = time.perf_counter()
+
+    # Saved in checkpoints, so a resumed run's wall_time continues instead of restarting at 0.
+    def state_dict(self) -> dict:
+        return {"wall_time": self.last_row.get("wall_time", 0.0)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._wall_offset = float(state.get("wall_time", 0.0))
 
     def on_train_batch_end(self, trainer, pl_module: ClassificationModule, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -66,7 +73,7 @@ class EvaluationCallback(pl.Callback):
             if pl_module.logger is not None:
                 pl_module.logger.log_metrics({k: v for k, v in row.items() if "/" in k or k == "lr"}, step=step)
             if self.report is not None:
-                self.report(row)
+                self.report(trainer, row)
             if self.progress:
                 self._print_progress(row, trainer.max_steps)
         return row

@@ -1,7 +1,8 @@
 """`twoworlds` command line.
 
     twoworlds run [FILE.yaml] [key=value ...]   one run; world=both runs the Real/Ideal pair
-    twoworlds demo [key=value ...]              the quick-start pair on MNIST-1D (what `make demo` runs)
+    twoworlds sweep FILE [key=value ...]        a study on Ray Tune (--dry-run, --resume, --address, --smoke)
+    twoworlds demo                              the quick-start study (what `make demo` runs)
     twoworlds keys                              every config key with its default
 """
 
@@ -14,9 +15,7 @@ from pathlib import Path
 
 from launch.config import ConfigError
 
-# The quick-start pair: a small CNN on MNIST-1D, n = 500 reused vs fresh samples; under a minute on 2 cores.
-DEMO = ["study=demo", "source=mnist1d", "model.name=cnn", "model.width=32", "model.depth=3",
-        "n=500", "steps=2000", "batch_size=64", "optim.lr=0.05", "world=both"]
+DEMO_SWEEP = str(Path(__file__).resolve().parent.parent / "sweeps" / "quickstart.yaml")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,15 +23,33 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="train one run (world=real|ideal) or the pair (world=both)")
     p_run.add_argument("args", nargs="*", help="an optional YAML file, then key=value overrides")
-    p_demo = sub.add_parser("demo", help="the quick-start Real/Ideal pair on MNIST-1D")
+    p_sweep = sub.add_parser("sweep", help="run a study (a sweep file) on Ray Tune")
+    p_sweep.add_argument("file", help="a sweep file, e.g. sweeps/quickstart.yaml")
+    p_sweep.add_argument("args", nargs="*", help="key=value overrides applied to every trial")
+    p_sweep.add_argument("--dry-run", action="store_true", help="print the trial table and exit")
+    p_sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p_sweep.add_argument("--smoke", action="store_true", help="the file's tiny smoke variant")
+    p_sweep.add_argument("--address", default=None, help="join a running Ray cluster (default: RAY_ADDRESS, "
+                         "else start a local instance)")
+    p_sweep.add_argument("--num-cpus", type=int, default=None, help="logical CPUs of a local Ray instance")
+    p_demo = sub.add_parser("demo", help="the quick-start study on MNIST-1D")
     p_demo.add_argument("args", nargs="*", help="key=value overrides")
     sub.add_parser("keys", help="list every config key with its default")
-    ns = parser.parse_args(argv)
+    ns, extra = parser.parse_known_args(argv)  # key=value overrides may follow --flags
+    unknown = [a for a in extra if a.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra and not hasattr(ns, "args"):
+        parser.error(f"'{ns.command}' takes no arguments: {' '.join(extra)}")
+    ns.args = getattr(ns, "args", []) + extra
     try:
         if ns.command == "keys":
             return _keys()
         if ns.command == "demo":
-            return _run(None, DEMO + ns.args)
+            return _sweep(DEMO_SWEEP, ns.args)
+        if ns.command == "sweep":
+            return _sweep(ns.file, ns.args, dry_run=ns.dry_run, resume=ns.resume, smoke=ns.smoke,
+                          address=ns.address, num_cpus=ns.num_cpus)
         path, overrides = _split_args(ns.args)
         return _run(path, overrides)
     except KeyboardInterrupt:
@@ -75,6 +92,25 @@ def _run(path: str | None, overrides: list[str]) -> int:
     summary.pop("rows", None)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smoke=False, address=None,
+           num_cpus=None) -> int:
+    from launch.sweep_spec import load_sweep
+    sweep = load_sweep(path, overrides, smoke=smoke)  # every key checked before Ray starts
+    if dry_run:
+        print(sweep.table())
+        return 0
+    from launch.sweep import run_sweep
+    from results.summary import collect, format_summary
+    print(f"[sweep {sweep.name}] {len(sweep.trials)} trials; outputs in {sweep.study_dir}", flush=True)
+    run_sweep(sweep, address=address, resume=resume, num_cpus=num_cpus)
+    trials = collect(sweep.study_dir, [t.name for t in sweep.trials])
+    print()
+    print(format_summary(sweep.name, trials))
+    print(f"\noutputs: {sweep.study_dir}/  (tensorboard --logdir {sweep.study_dir})")
+    bad = [t for t in trials if t.get("status") not in ("completed", "diverged")]
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

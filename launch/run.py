@@ -33,6 +33,9 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LightningModule.*has no .*validation.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+    # A resumed run continues its id schedule through WorldDataModule.state_dict, which Lightning's
+    # check for a resumable *dataloader* does not see.
+    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
 
 
 def accelerator(device: str) -> str:
@@ -58,7 +61,7 @@ def build(cfg: DictConfig) -> tuple[ClassificationModule, WorldDataModule, World
 
 
 def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks=(), report=None,
-              checkpointing: bool = False, ckpt_path: str | None = None) -> dict:
+              ckpt_path: str | None = None) -> dict:
     """Train one world for `steps` steps; write config.yaml, metrics.csv, events, summary.json.
 
     Returns the summary. A diverged run returns with status 'diverged'; a run that raises (or is
@@ -82,7 +85,7 @@ def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks
         accelerator=accelerator(cfg.device), devices="auto" if plugins else 1, strategy=strategy,
         plugins=plugins, max_steps=cfg.steps, max_epochs=-1, logger=logger,
         callbacks=[evaluator, *extra_callbacks], enable_progress_bar=False, enable_model_summary=False,
-        enable_checkpointing=checkpointing, num_sanity_val_steps=0, limit_val_batches=0,
+        enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
         use_distributed_sampler=False, log_every_n_steps=max(1, cfg.steps))
     is_zero = recorder.enable(trainer.is_global_zero)
     recorder.write_config(cfg, provenance())
@@ -90,7 +93,8 @@ def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks
     recorder.start_metrics(list(ROW_FIELDS) + [metric_name(s, k) for s in splits for k in KINDS],
                            keep_until_step=_resume_step(ckpt_path))
     summary = {"trial": name, "study": cfg.study, "world": cfg.world, "n": cfg.n if cfg.world == "real" else None,
-               "pair_key": pair_key(cfg), "num_parameters": module.net.num_parameters, "status": "running"}
+               "pair_key": pair_key(cfg), "num_parameters": module.net.num_parameters, "status": "running",
+               "resumed_from_step": _resume_step(ckpt_path)}
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)

@@ -1,0 +1,236 @@
+"""Sweep files: a YAML study expanded into a table of validated trial configs (no Ray here).
+
+    name: quickstart
+    base:        {source: mnist1d, steps: 2000}         # dotted overrides for every trial
+    grid:        {model.name: [mlp, cnn]}               # Cartesian product
+    zip:         {world: [real, real, ideal], n: [500, 2000, 500]}   # lists advance together
+    seeds:       2                                      # a count (0..k-1) or a list
+    resources:   {cpu: 1, gpu: 0, workers: 1}           # per trial; workers = DDP world size
+    max_failures: 2                                     # retries of a trial that raises
+    smoke:       {base: {steps: 30}, seeds: 1}          # the smoke variant: merged over the study
+
+Every key is checked before anything runs; a misspelt one names the file, the key and the valid ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from launch import config
+from launch.config import ConfigError
+
+TOP_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "resources", "max_failures", "smoke")
+RESOURCE_KEYS = ("cpu", "gpu", "workers")
+# Parts of the config that the default trial name already shows (see config.trial_name).
+_IN_DEFAULT_NAME = {"model.name", "model.width", "model.depth", "model.patch_size", "batch_size", "world", "n", "seed"}
+
+
+@dataclass
+class Resources:
+    cpu: float = 1.0  # per DDP worker (per trial when workers == 1)
+    gpu: float = 0.0  # per DDP worker; fractional values let trials share a GPU
+    workers: int = 1  # DDP world size; > 1 runs Lightning DDP inside a Ray Train TorchTrainer
+
+
+@dataclass
+class Trial:
+    name: str
+    cfg: DictConfig
+    varying: dict  # the values of the keys that vary across the study
+
+
+@dataclass
+class Sweep:
+    name: str
+    path: Path
+    trials: list[Trial]
+    resources: Resources
+    max_failures: int = 2
+    varying_keys: list[str] = field(default_factory=list)
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.trials[0].cfg.out_dir).resolve() / self.name
+
+    def samples(self) -> dict[str, int]:
+        """Total samples each world consumes (steps x batch_size summed over its trials)."""
+        total = {"real": 0, "ideal": 0}
+        for t in self.trials:
+            total[t.cfg.world] += t.cfg.steps * t.cfg.batch_size
+        return total
+
+    def table(self) -> str:
+        keys = self.varying_keys
+        widths = [max(len(k), *(len(_fmt(t.varying.get(k))) for t in self.trials)) for k in keys]
+        name_w = max(len("trial"), *(len(t.name) for t in self.trials))
+        head = f"{'trial':<{name_w}}  " + "  ".join(f"{k:>{w}}" for k, w in zip(keys, widths, strict=True))
+        lines = [head, "-" * len(head)]
+        for t in self.trials:
+            vals = "  ".join(f"{_fmt(t.varying.get(k)):>{w}}" for k, w in zip(keys, widths, strict=True))
+            lines.append(f"{t.name:<{name_w}}  {vals}")
+        s = self.samples()
+        r = self.resources
+        lines += ["", f"{len(self.trials)} trials in study '{self.name}' ({self.path})",
+                  f"samples consumed: real world {s['real']:,} (reused), ideal world {s['ideal']:,} (all distinct)",
+                  f"per trial: {r.workers} worker(s) x {r.cpu:g} CPU, {r.gpu:g} GPU; max_failures {self.max_failures}"]
+        return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    return "" if v is None else str(v)
+
+
+def _close(key: str, valid) -> str:
+    near = difflib.get_close_matches(key, list(valid), n=3, cutoff=0.5)
+    return f" Did you mean: {', '.join(near)}?" if near else f" Valid: {', '.join(valid)}."
+
+
+def _check_keys(d: dict, valid, where: str) -> None:
+    for key in d:
+        if key not in valid:
+            raise ConfigError(f"unknown key '{key}' {where}.{_close(str(key), valid)}")
+
+
+def _apply(cfg: DictConfig, key: str, value, where: str) -> None:
+    """Set one dotted key, with the config schema's checks and an error naming file and key."""
+    if key not in _ALL_KEYS:
+        raise config.unknown_key_error(key, f" {where}")
+    try:
+        OmegaConf.update(cfg, key, value, merge=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"bad value for '{key}' {where}: {str(e).splitlines()[0]}") from None
+
+
+_ALL_KEYS = set(config.all_keys())
+
+
+def _flat(d: dict | None, where: str) -> dict:
+    """Accept nested or dotted mappings: {'model': {'width': 8}} == {'model.width': 8}."""
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where} must be a mapping of config keys to values")
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):  # only the config groups (data, model, optim, eval) nest
+            out.update({f"{k}.{kk}": vv for kk, vv in _flat(v, where).items()})
+        else:
+            out[str(k)] = v
+    return out
+
+
+def _merge_smoke(doc: dict, where: str) -> dict:
+    smoke = doc.get("smoke")
+    if smoke is None:
+        raise ConfigError(f"{where} has no 'smoke' section")
+    _check_keys(smoke, [k for k in TOP_KEYS if k not in ("smoke", "name")], f"in the smoke section of {where}")
+    merged = dict(doc)
+    for key, value in smoke.items():
+        if key in ("base", "grid", "zip", "resources") and isinstance(value, dict):
+            merged[key] = {**_flat(doc.get(key), where), **_flat(value, where)} if key != "resources" \
+                else {**(doc.get(key) or {}), **value}
+        else:
+            merged[key] = value
+    merged["name"] = f"{doc['name']}-smoke"
+    return merged
+
+
+def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (), smoke: bool = False) -> Sweep:
+    """Read, check and expand a sweep file. `overrides` (key=value) apply to every trial, last."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file '{path}' not found")
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    where = f"in {path}"
+    _check_keys(doc, TOP_KEYS, where)
+    if not doc.get("name"):
+        raise ConfigError(f"{path} needs a 'name' (the study name; outputs go to <out_dir>/<name>/)")
+    if smoke:
+        doc = _merge_smoke(doc, str(path))
+    resources = doc.get("resources") or {}
+    _check_keys(resources, RESOURCE_KEYS, f"under 'resources' {where}")
+    res = Resources(**resources)
+    if res.workers < 1 or res.cpu <= 0 or res.gpu < 0:
+        raise ConfigError(f"resources {where}: workers must be >= 1, cpu > 0 and gpu >= 0, got {resources}")
+    trials = _expand(doc, path, config.parse_overrides(list(overrides)))
+    varying = _varying_keys(trials)
+    for t in trials:
+        t.varying = {k: OmegaConf.select(t.cfg, k) for k in varying}
+        if t.cfg.world == "ideal" and "n" in t.varying:
+            t.varying["n"] = None
+    return Sweep(doc["name"], path, trials, res, int(doc.get("max_failures", 2)), varying)
+
+
+def _expand(doc: dict, path: Path, overrides: list[str]) -> list[Trial]:
+    where = f"in {path}"
+    base = _flat(doc.get("base"), f"'base' {where}")
+    grid = _flat(doc.get("grid"), f"'grid' {where}")
+    zipped = _flat(doc.get("zip"), f"'zip' {where}")
+    for section, d in (("grid", grid), ("zip", zipped)):
+        for k, v in d.items():
+            if not isinstance(v, list) or not v:
+                raise ConfigError(f"'{section}.{k}' {where} must be a non-empty list of values")
+    lengths = {len(v) for v in zipped.values()}
+    if len(lengths) > 1:
+        raise ConfigError(f"the lists under 'zip' {where} must have equal lengths, got "
+                          + ", ".join(f"{k}: {len(v)}" for k, v in zipped.items()))
+    seeds = doc.get("seeds", 1)
+    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    zip_points = [dict(zip(zipped, vals, strict=True)) for vals in zip(*zipped.values(), strict=True)] or [{}]
+    grid_points = [dict(zip(grid, vals, strict=True)) for vals in itertools.product(*grid.values())]
+    trials: dict[str, Trial] = {}
+    for g, z, seed in itertools.product(grid_points, zip_points, seeds):
+        cfg = config.schema()
+        cfg.study = doc["name"]
+        for section, values in (("base", base), ("grid", g), ("zip", z)):
+            for k, v in values.items():
+                _apply(cfg, k, v, f"under '{section}' {where}")
+        cfg.seed = seed
+        cfg = config.merge(cfg, overrides, " on the command line")
+        if cfg.world == "both":
+            raise ConfigError(f"world=both is for single runs; a sweep lists worlds explicitly {where} "
+                              "(e.g. grid: {world: [real, ideal]})")
+        config.validate(cfg)
+        # The Ideal World ignores n: a grid over n gives one ideal trial, not one per n.
+        identity = config.to_plain(cfg)
+        if cfg.world == "ideal":
+            identity.pop("n")
+        trials.setdefault(json.dumps(identity, sort_keys=True), Trial("", cfg, {}))
+    varying = _varying_keys(list(trials.values()))
+    extra = [k for k in varying if k not in _IN_DEFAULT_NAME]
+    named = {}
+    for t in trials.values():
+        t.name = _sweep_trial_name(t.cfg, extra)
+        t.cfg.name = t.name
+        if t.name in named:
+            raise ConfigError(f"two trials of {path} would both be named '{t.name}'")
+        named[t.name] = t
+    return list(named.values())
+
+
+def _varying_keys(trials: list[Trial]) -> list[str]:
+    keys = []
+    for k in sorted(_ALL_KEYS):
+        values = {str(OmegaConf.select(t.cfg, k)) for t in trials}
+        if len(values) > 1 and not OmegaConf.is_dict(OmegaConf.select(trials[0].cfg, k)) and k not in ("name",):
+            keys.append(k)
+    return keys
+
+
+def _sweep_trial_name(cfg: DictConfig, extra_keys: list[str]) -> str:
+    """The readable default name, plus `-<leaf><value>` for varying keys it does not show."""
+    name = config.trial_name(cfg)
+    for k in extra_keys:
+        name += f"-{k.split('.')[-1].replace('_', '')}{OmegaConf.select(cfg, k)}"
+    return name
