@@ -68,12 +68,12 @@ class EvaluationCallback(pl.Callback):
         for split, (x, y) in trainer.datamodule.eval_sets.items():
             row.update(pl_module.evaluate(split, x, y, self.eval_batch_size))
         self.last_row = row
+        if self.report is not None:  # on every rank: Ray Train expects a report from each worker
+            self.report(trainer, row)
         if trainer.is_global_zero:
             self.recorder.add_row(row)
             if pl_module.logger is not None:
                 pl_module.logger.log_metrics({k: v for k, v in row.items() if "/" in k or k == "lr"}, step=step)
-            if self.report is not None:
-                self.report(trainer, row)
             if self.progress:
                 self._print_progress(row, trainer.max_steps)
         return row

@@ -61,7 +61,7 @@ def build(cfg: DictConfig) -> tuple[ClassificationModule, WorldDataModule, World
 
 
 def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks=(), report=None,
-              ckpt_path: str | None = None) -> dict:
+              ckpt_path: str | None = None, prepare=None) -> dict:
     """Train one world for `steps` steps; write config.yaml, metrics.csv, events, summary.json.
 
     Returns the summary. A diverged run returns with status 'diverged'; a run that raises (or is
@@ -87,6 +87,8 @@ def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks
         callbacks=[evaluator, *extra_callbacks], enable_progress_bar=False, enable_model_summary=False,
         enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
         use_distributed_sampler=False, log_every_n_steps=max(1, cfg.steps))
+    if prepare is not None:  # e.g. ray.train.lightning.prepare_trainer for DDP workers
+        trainer = prepare(trainer)
     is_zero = recorder.enable(trainer.is_global_zero)
     recorder.write_config(cfg, provenance())
     splits = (TEST, TRAIN) if cfg.world == "real" else (TEST,)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -57,6 +58,11 @@ def trial_fn(params: dict) -> None:
     for name in ("ray.tune", "ray.train"):  # "Checkpoint successfully created" x 40 per trial
         logging.getLogger(name).setLevel(logging.WARNING)
     cfg = config.merge(config.schema(), params["cfg"])
+    finished = _finished_summary(cfg)
+    if finished is not None:  # e.g. it ended just before the driver was killed: keep, don't re-run
+        tune.report({**finished["final"], "status": finished["status"], "steps_done": finished["steps_done"],
+                     "done": True, "kept": True})
+        return
     torch.set_num_threads(max(1, int(params.get("threads", 1))))
     ckpt = tune.get_checkpoint()
     ckpt_path = None
@@ -66,6 +72,24 @@ def trial_fn(params: dict) -> None:
     summary = run_trial(cfg, report=_report_with_checkpoint, extra_callbacks=callbacks, ckpt_path=ckpt_path)
     final = {k: v for k, v in summary["final"].items()}
     tune.report({**final, "status": summary["status"], "steps_done": summary["steps_done"], "done": True})
+
+
+def _finished_summary(cfg) -> dict | None:
+    """The summary of an earlier, finished run of exactly this config in its run directory, if any.
+
+    Tune snapshots its experiment state now and then; a trial that finished after the last
+    snapshot would otherwise be re-run from its last checkpoint on --resume.
+    """
+    run_dir = Path(cfg.out_dir) / cfg.study / cfg.name
+    summary_path, config_path = run_dir / "summary.json", run_dir / "config.yaml"
+    if not (summary_path.exists() and config_path.exists()):
+        return None
+    summary = json.loads(summary_path.read_text())
+    if summary.get("status") not in ("completed", "diverged"):
+        return None
+    stored = OmegaConf.to_container(OmegaConf.load(config_path))
+    stored.pop("provenance", None)
+    return summary if stored == config.to_plain(cfg) else None
 
 
 def _clean(row: dict) -> dict:

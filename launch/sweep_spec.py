@@ -61,10 +61,13 @@ class Sweep:
         return Path(self.trials[0].cfg.out_dir).resolve() / self.name
 
     def samples(self) -> dict[str, int]:
-        """Total samples each world consumes (steps x batch_size summed over its trials)."""
-        total = {"real": 0, "ideal": 0}
+        """Samples drawn by each world (steps x batch_size summed over its trials), and the
+        Real World's distinct samples (n summed over its trials)."""
+        total = {"real": 0, "ideal": 0, "real_distinct": 0}
         for t in self.trials:
             total[t.cfg.world] += t.cfg.steps * t.cfg.batch_size
+            if t.cfg.world == "real":
+                total["real_distinct"] += t.cfg.n
         return total
 
     def table(self) -> str:
@@ -79,7 +82,8 @@ class Sweep:
         s = self.samples()
         r = self.resources
         lines += ["", f"{len(self.trials)} trials in study '{self.name}' ({self.path})",
-                  f"samples consumed: real world {s['real']:,} (reused), ideal world {s['ideal']:,} (all distinct)",
+                  f"samples consumed: real world {s['real']:,} draws of {s['real_distinct']:,} distinct samples; "
+                  f"ideal world {s['ideal']:,} samples, all distinct",
                   f"per trial: {r.workers} worker(s) x {r.cpu:g} CPU, {r.gpu:g} GPU; max_failures {self.max_failures}"]
         return "\n".join(lines)
 

@@ -1,0 +1,199 @@
+"""Sweeps: file validation and dry runs in-process; real Ray Tune sweeps as the user runs them
+(`twoworlds sweep` in a subprocess): the smoke studies, retry from a checkpoint, and resume after
+the driver is killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from launch.cli import main
+from launch.config import ConfigError
+from launch.sweep_spec import load_sweep
+from lightning_modules.schedules import eval_steps
+
+REPO = Path(__file__).resolve().parent.parent
+SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
+
+TINY = """
+name: {name}
+base: {{source: teacher, steps: {steps}, batch_size: 32, n: 256, eval.points: 12, data.test_size: 256,
+        model.width: 32, model.depth: 2}}
+grid: {{world: [real, ideal]{extra_grid}}}
+seeds: {seeds}
+resources: {{cpu: 1}}
+max_failures: 1
+"""
+
+
+def write_sweep(tmp_path, name="tiny", steps=200, seeds=1, extra_grid=""):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(TINY.format(name=name, steps=steps, seeds=seeds, extra_grid=extra_grid))
+    return path
+
+
+def cli(*args, env=None, timeout=300, **popen):
+    cmd = [sys.executable, "-m", "launch.cli", "sweep", *map(str, args)]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if popen:
+        return subprocess.Popen(cmd, env=full_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, **popen)
+    return subprocess.run(cmd, env=full_env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def summaries(study_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in study_dir.glob("*/summary.json")}
+
+
+def metric_steps(run_dir: Path) -> list[int]:
+    lines = (run_dir / "metrics.csv").read_text().splitlines()[1:]
+    return [int(line.split(",")[0]) for line in lines]
+
+
+# --- files and dry runs (no Ray) ------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
+def test_every_shipped_sweep_and_its_smoke_variant_validate(path):
+    full, smoke = load_sweep(path), load_sweep(path, smoke=True)
+    assert full.trials and smoke.trials and smoke.name == f"{full.name}-smoke"
+    assert len({t.name for t in full.trials}) == len(full.trials)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("name: x\ngird: {world: [real]}\n", r"unknown key 'gird' in .*x\.yaml\. Did you mean: grid"),
+    ("name: x\nbase: {optim.lrr: 0.1}\n", r"unknown config key 'optim\.lrr' under 'base' in .*x\.yaml.*optim\.lr"),
+    ("name: x\ngrid: {model: {widht: [8, 16]}}\n", r"'model\.widht' under 'grid' in .*model\.width"),
+    ("name: x\nresources: {gpus: 1}\n", r"unknown key 'gpus' under 'resources' in .*Did you mean: gpu"),
+    ("name: x\nzip: {world: [real, ideal], n: [100]}\n", r"equal lengths, got world: 2, n: 1"),
+    ("name: x\nbase: {world: both}\n", r"world=both is for single runs"),
+    ("name: x\nbase: {steps: many}\n", r"bad value for 'steps' under 'base'"),
+    ("grid: {world: [real]}\n", r"needs a 'name'"),
+])
+def test_a_bad_sweep_file_fails_before_anything_runs_naming_file_and_key(tmp_path, text, match):
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_sweep(path)
+
+
+def test_dry_run_prints_the_trial_table_count_and_samples(tmp_path, capsys):
+    path = write_sweep(tmp_path, seeds=2, extra_grid=", n: [128, 256]")
+    assert main(["sweep", str(path), "--dry-run", "model.width=16"]) == 0
+    out = capsys.readouterr().out
+    # real x 2 n x 2 seeds + ideal x 2 seeds (the Ideal World ignores n: one per seed, not per n)
+    assert "6 trials in study 'tiny'" in out
+    for name in ("mlp-w16-d2-bs32-real-n128-s0", "mlp-w16-d2-bs32-real-n256-s1", "mlp-w16-d2-bs32-ideal-s1"):
+        assert name in out
+    assert "real world 25,600 draws of 768 distinct samples" in out  # 4 trials x 200 x 32; 2 x (128 + 256)
+    assert "ideal world 12,800 samples, all distinct" in out
+
+
+def test_varying_keys_outside_the_default_name_are_appended_to_trial_names(tmp_path):
+    path = write_sweep(tmp_path, extra_grid=", optim.lr: [0.1, 0.01]")
+    names = [t.name for t in load_sweep(path).trials]
+    assert "mlp-w32-d2-bs32-real-n256-s0-lr0.1" in names and "mlp-w32-d2-bs32-ideal-s0-lr0.01" in names
+
+
+# --- real sweeps on a local Ray instance -------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_every_shipped_study_runs_its_smoke_variant_end_to_end(tmp_path, path):
+    expected = load_sweep(path, smoke=True)
+    k, study = len(expected.trials), expected.name
+    result = cli(path, "--smoke", f"out_dir={tmp_path}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = summaries(tmp_path / study)
+    assert sorted(runs) == sorted(t.name for t in expected.trials)
+    assert {s["status"] for s in runs.values()} == {"completed"}
+    assert all(s["steps_done"] == s["steps"] for s in runs.values())
+    assert f"study {study}: {k} completed" in result.stdout
+    assert "final bootstrap error" in result.stdout
+    assert f"[sweep {study}] {k}/{k} done" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_failing_trial_is_retried_from_its_checkpoint_and_a_diverged_one_is_not(tmp_path):
+    path = write_sweep(tmp_path, name="faults", extra_grid=", optim.lr: [0.05, 1.0e+6]")
+    victim = "mlp-w32-d2-bs32-real-n256-s0-lr0.05"
+    result = cli(path, f"out_dir={tmp_path}", "check_every=5", env={"TWOWORLDS_INJECT_FAILURE": f"{victim}:100"})
+    assert result.returncode == 0, result.stdout[-3000:]
+    runs = summaries(tmp_path / "faults")
+    assert runs[victim]["status"] == "completed"
+    assert 0 < runs[victim]["resumed_from_step"] < 100  # resumed from its last evaluation, not step 0
+    assert metric_steps(tmp_path / "faults" / victim) == sorted(set(metric_steps(tmp_path / "faults" / victim)))
+    assert f"retrying {victim} from its last checkpoint" in result.stdout
+    diverged = [n for n, s in runs.items() if s["status"] == "diverged"]
+    assert sorted(diverged) == ["mlp-w32-d2-bs32-ideal-s0-lr1000000.0", "mlp-w32-d2-bs32-real-n256-s0-lr1000000.0"]
+    assert not any(f"retrying {n}" in result.stdout for n in diverged)
+    # the retried run continues exactly where it stopped: same numbers as its uninterrupted twin
+    from launch.run import run_trial
+    twin = run_trial(_twin_cfg(tmp_path, victim))
+    assert runs[victim]["final"]["test/soft_error"] == pytest.approx(twin["final"]["test/soft_error"], rel=1e-4)
+
+
+def _twin_cfg(tmp_path, victim):
+    import yaml
+
+    from launch import config
+    doc = yaml.safe_load((tmp_path / "faults" / victim / "config.yaml").read_text())
+    doc.pop("provenance")
+    doc["out_dir"] = str(tmp_path / "twin")
+    return config.merge(config.schema(), doc)
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    path = write_sweep(tmp_path, name="killme", steps=2500, seeds=2)
+    study = tmp_path / "killme"
+    driver = cli(path, f"out_dir={tmp_path}", start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:  # wait until one trial has finished and another is midway
+            done = [s for s in summaries(study).values() if s["status"] == "completed"]
+            midway = [p for p in study.glob("*/metrics.csv")
+                      if not (p.parent / "summary.json").exists() and len(metric_steps(p.parent)) > 6]
+            if done and midway:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the sweep never reached a state with finished and running trials")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray instance it started
+        driver.wait()
+    finished = {n: (study / n / "summary.json").stat().st_mtime_ns for n, s in summaries(study).items()}
+    interrupted = midway[0].parent.name
+    rows_before = metric_steps(study / interrupted)
+
+    result = cli(path, f"out_dir={tmp_path}", "--resume")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "resuming from" in result.stdout
+    runs = summaries(study)
+    assert len(runs) == 4 and {s["status"] for s in runs.values()} == {"completed"}
+    for name, mtime in finished.items():  # finished trials were kept, not re-run
+        assert (study / name / "summary.json").stat().st_mtime_ns == mtime, name
+    steps = metric_steps(study / interrupted)
+    assert steps == sorted(set(steps)) and steps[-1] == 2500
+    assert set(rows_before) <= set(steps)  # nothing already written was lost
+    assert runs[interrupted]["resumed_from_step"] > 0
+
+
+@pytest.mark.slow
+def test_a_two_worker_ddp_trial_runs_through_a_torch_trainer(tmp_path):
+    path = tmp_path / "ddp.yaml"
+    path.write_text("name: ddp\nbase: {source: teacher, world: ideal, steps: 40, batch_size: 32, eval.points: 5,"
+                    " data.test_size: 256, model.width: 32, model.depth: 2}\nresources: {cpu: 1, workers: 2}\n")
+    result = cli(path, f"out_dir={tmp_path}")
+    assert result.returncode == 0, result.stdout[-3000:]
+    (run,) = summaries(tmp_path / "ddp").values()
+    assert run["status"] == "completed" and run["steps_done"] == 40
+    # the global batch of 32 is split over 2 ranks: 40 x 32 distinct samples, as in one process
+    assert run["samples_seen"] == run["distinct_samples_seen"] == 40 * 32
+    assert metric_steps(tmp_path / "ddp" / run["trial"]) == eval_steps(40, 5)
