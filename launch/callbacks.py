@@ -68,14 +68,15 @@ class EvaluationCallback(pl.Callback):
         for split, (x, y) in trainer.datamodule.eval_sets.items():
             row.update(pl_module.evaluate(split, x, y, self.eval_batch_size))
         self.last_row = row
-        if self.report is not None:  # on every rank: Ray Train expects a report from each worker
-            self.report(trainer, row)
         if trainer.is_global_zero:
             self.recorder.add_row(row)
             if pl_module.logger is not None:
                 pl_module.logger.log_metrics({k: v for k, v in row.items() if "/" in k or k == "lr"}, step=step)
             if self.progress:
                 self._print_progress(row, trainer.max_steps)
+        # After the row is on disk: a checkpoint taken by `report` at step s implies row s is kept.
+        if self.report is not None:  # on every rank: Ray Train expects a report from each worker
+            self.report(trainer, row)
         return row
 
     def _diverged(self, trainer: pl.Trainer, step: int, why: str) -> None:

@@ -4,8 +4,9 @@
   torch/Lightning imports and Ray start-up are paid once per actor, not once per trial).
 - `workers > 1`: the trial starts a Ray Train `TorchTrainer` whose workers run Lightning DDP with
   `RayDDPStrategy` (Ray >= 2.5x "Train V2": Tuner(TorchTrainer) no longer works).
-- Every evaluation reaches Tune with a checkpoint, so a trial that raises is retried from its last
-  evaluation, not from step 0. A diverged trial ends normally with status 'diverged' (no retry).
+- Every evaluation reaches Tune, and writes a checkpoint into the trial's run directory, so a trial
+  that raises is retried from its last evaluation, not from step 0. A diverged trial ends
+  normally with status 'diverged' (no retry).
 - Tune's experiment state lives in <out_dir>/<study>/_tune; `--resume` restores it: finished
   trials are kept, unfinished and errored ones continue from their checkpoints.
 """
@@ -16,8 +17,8 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 # Our trials write their own TensorBoard events under runs/<study>/<trial>; Tune's default
@@ -25,8 +26,6 @@ from pathlib import Path
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-# Every evaluation is a checkpoint; Tune warns about frequent state snapshots, which are cheap here.
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 import ray  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
@@ -64,12 +63,13 @@ def trial_fn(params: dict) -> None:
                      "done": True, "kept": True})
         return
     torch.set_num_threads(max(1, int(params.get("threads", 1))))
-    ckpt = tune.get_checkpoint()
-    ckpt_path = None
-    if ckpt is not None:
-        ckpt_path = str(Path(ckpt.to_directory()) / CKPT_FILE)
+    run_dir = Path(cfg.out_dir) / cfg.study / cfg.name
+    ckpt = run_dir / CKPT_FILE  # written at every evaluation, so a retry or --resume continues there
+    ckpt_path = str(ckpt) if ckpt.exists() and _same_config(run_dir, cfg) else None
     callbacks = [_FaultInjection(cfg.name)] if os.environ.get(FAULT_ENV) else []
-    summary = run_trial(cfg, report=_report_with_checkpoint, extra_callbacks=callbacks, ckpt_path=ckpt_path)
+    summary = run_trial(cfg, report=partial(_report_with_checkpoint, ckpt), extra_callbacks=callbacks,
+                        ckpt_path=ckpt_path)
+    ckpt.unlink(missing_ok=True)  # finished: the checkpoint has done its job
     final = {k: v for k, v in summary["final"].items()}
     tune.report({**final, "status": summary["status"], "steps_done": summary["steps_done"], "done": True})
 
@@ -81,25 +81,38 @@ def _finished_summary(cfg) -> dict | None:
     snapshot would otherwise be re-run from its last checkpoint on --resume.
     """
     run_dir = Path(cfg.out_dir) / cfg.study / cfg.name
-    summary_path, config_path = run_dir / "summary.json", run_dir / "config.yaml"
-    if not (summary_path.exists() and config_path.exists()):
+    summary_path = run_dir / "summary.json"
+    if not (summary_path.exists() and _same_config(run_dir, cfg)):
         return None
     summary = json.loads(summary_path.read_text())
-    if summary.get("status") not in ("completed", "diverged"):
-        return None
+    return summary if summary.get("status") in ("completed", "diverged") else None
+
+
+def _same_config(run_dir: Path, cfg) -> bool:
+    """Whether run_dir holds a run of exactly this config (so its files may be reused)."""
+    config_path = run_dir / "config.yaml"
+    if not config_path.exists():
+        return False
     stored = OmegaConf.to_container(OmegaConf.load(config_path))
     stored.pop("provenance", None)
-    return summary if stored == config.to_plain(cfg) else None
+    return stored == config.to_plain(cfg)
 
 
 def _clean(row: dict) -> dict:
     return {k: float(v) for k, v in row.items()}
 
 
-def _report_with_checkpoint(trainer, row: dict) -> None:
-    with tempfile.TemporaryDirectory() as d:
-        trainer.save_checkpoint(os.path.join(d, CKPT_FILE))
-        tune.report(_clean(row), checkpoint=tune.Checkpoint.from_directory(d))
+def _report_with_checkpoint(ckpt: Path, trainer, row: dict) -> None:
+    """Checkpoint into the run directory (atomically), then report the row to Tune.
+
+    The checkpoint lives beside metrics.csv rather than in Tune's storage: Tune's own copies are
+    pruned and snapshotted asynchronously, and a driver killed between the two leaves its state
+    pointing at a checkpoint that no longer exists.
+    """
+    tmp = ckpt.with_suffix(".tmp")
+    trainer.save_checkpoint(str(tmp))
+    os.replace(tmp, ckpt)
+    tune.report(_clean(row))
 
 
 class _FaultInjection:
@@ -231,7 +244,6 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, resume: bool = False,
         run_config = tune.RunConfig(
             name=TUNE_DIR, storage_path=str(experiment.parent),
             failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             # result.json/progress.csv for Tune's own bookkeeping; no TensorBoard copy (see above)
             callbacks=[SweepProgress(sweep), JsonLoggerCallback(), CSVLoggerCallback()], verbose=0)
         tune_config = tune.TuneConfig(reuse_actors=True, trial_name_creator=_name, trial_dirname_creator=_name)
