@@ -4,44 +4,39 @@ Ray >= 2.5x ("Train V2") no longer accepts Tuner(TorchTrainer); the Tune functio
 TorchTrainer itself and `TuneReportCallback` forwards the workers' reports to Tune. Each worker runs
 the same `run_trial` with Lightning's `RayDDPStrategy` (gloo on CPU, nccl on GPU). The world switch
 gives every rank its own contiguous slice of each global batch, so the invariants hold across ranks.
+Checkpoints and the finished-trial check are the same as for function trials (launch/trial_state.py).
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import tempfile
 from pathlib import Path
 
 import ray.train
+from ray import tune
 from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from launch import config
-
-CKPT_FILE = "last.ckpt"
+from launch import config, trial_state
 
 
 def ddp_trial_fn(params: dict) -> None:
+    from launch.sweep import quiet_ray_logs
+
+    quiet_ray_logs()
     p = params["trial"]
+    finished = trial_state.finished_summary(config.merge(config.schema(), p["cfg"]))
+    if finished is not None:  # finished before the driver was killed: keep, don't re-run
+        tune.report(trial_state.final_report(finished, kept=True))
+        return
     cfg = p["cfg"]
-    storage = Path(cfg["out_dir"]) / cfg["study"] / "_train"
     trainer = TorchTrainer(
         _worker_loop, train_loop_config=p,
         scaling_config=ScalingConfig(num_workers=int(p["workers"]), use_gpu=p["gpu"] > 0,
                                      resources_per_worker={"CPU": p["cpu"], "GPU": p["gpu"]}),
-        run_config=ray.train.RunConfig(storage_path=str(storage), name=p["name"],
-                                       callbacks=[TuneReportCallback()]))
+        run_config=ray.train.RunConfig(storage_path=str(Path(cfg["out_dir"]) / cfg["study"] / "_train"),
+                                       name=p["name"], callbacks=[TuneReportCallback()]))
     trainer.fit()
-
-
-def _report(trainer, row: dict) -> None:
-    """Every rank reports (Train V2 expects all workers); rank 0 attaches the checkpoint."""
-    with tempfile.TemporaryDirectory() as d:
-        trainer.save_checkpoint(os.path.join(d, CKPT_FILE))  # collective; rank 0 writes
-        ckpt = ray.train.Checkpoint.from_directory(d) if trainer.is_global_zero else None
-        ray.train.report({k: float(v) for k, v in row.items()}, checkpoint=ckpt)
 
 
 def _worker_loop(p: dict) -> None:
@@ -49,14 +44,15 @@ def _worker_loop(p: dict) -> None:
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
     from launch.run import run_trial
+    from launch.sweep import fault_callbacks, quiet_ray_logs
 
-    for name in ("ray.train", "ray.tune"):  # one "Reporting training result" line per evaluation
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_ray_logs()
     torch.set_num_threads(max(1, int(p["cpu"])))
     cfg = config.merge(config.schema(), p["cfg"])
-    ckpt = ray.train.get_checkpoint()
-    ckpt_path = str(Path(ckpt.to_directory()) / CKPT_FILE) if ckpt is not None else None
     summary = run_trial(cfg, strategy=RayDDPStrategy(), plugins=[RayLightningEnvironment()],
-                        report=_report, ckpt_path=ckpt_path, prepare=prepare_trainer)
-    ray.train.report({**summary["final"], "status": summary["status"], "steps_done": summary["steps_done"],
-                      "done": True})
+                        report=trial_state.checkpointing_reporter(cfg, ray.train.report),
+                        extra_callbacks=fault_callbacks(cfg.name),
+                        ckpt_path=trial_state.resume_checkpoint(cfg), prepare=prepare_trainer)
+    if ray.train.get_context().get_world_rank() == 0:
+        trial_state.finish(cfg)
+    ray.train.report(trial_state.final_report(summary))

@@ -4,21 +4,19 @@
   torch/Lightning imports and Ray start-up are paid once per actor, not once per trial).
 - `workers > 1`: the trial starts a Ray Train `TorchTrainer` whose workers run Lightning DDP with
   `RayDDPStrategy` (Ray >= 2.5x "Train V2": Tuner(TorchTrainer) no longer works).
-- Every evaluation reaches Tune, and writes a checkpoint into the trial's run directory, so a trial
-  that raises is retried from its last evaluation, not from step 0. A diverged trial ends
-  normally with status 'diverged' (no retry).
+- Every evaluation reaches Tune, and writes a checkpoint into the trial's run directory
+  (launch/trial_state.py), so a trial that raises is retried from its last evaluation, not from
+  step 0. A diverged trial ends normally with status 'diverged' (no retry).
 - Tune's experiment state lives in <out_dir>/<study>/_tune; `--resume` restores it: finished
   trials are kept, unfinished and errored ones continue from their checkpoints.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
 # Our trials write their own TensorBoard events under runs/<study>/<trial>; Tune's default
@@ -32,12 +30,11 @@ from omegaconf import OmegaConf  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 
-from launch import config  # noqa: E402
+from launch import config, trial_state  # noqa: E402
 from launch.config import ConfigError  # noqa: E402
 from launch.sweep_spec import Sweep  # noqa: E402
 from lightning_modules.metrics import SOFT_ERROR, TEST, metric_name  # noqa: E402
 
-CKPT_FILE = "last.ckpt"
 TUNE_DIR = "_tune"
 FAULT_ENV = "TWOWORLDS_INJECT_FAILURE"  # "<trial name>:<step>": raise once at that step (tests)
 
@@ -54,83 +51,42 @@ def trial_fn(params: dict) -> None:
     from launch.run import run_trial
 
     params = params["trial"]
-    for name in ("ray.tune", "ray.train"):  # "Checkpoint successfully created" x 40 per trial
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_ray_logs()
     cfg = config.merge(config.schema(), params["cfg"])
-    finished = _finished_summary(cfg)
+    finished = trial_state.finished_summary(cfg)
     if finished is not None:  # e.g. it ended just before the driver was killed: keep, don't re-run
-        tune.report({**finished["final"], "status": finished["status"], "steps_done": finished["steps_done"],
-                     "done": True, "kept": True})
+        tune.report(trial_state.final_report(finished, kept=True))
         return
     torch.set_num_threads(max(1, int(params.get("threads", 1))))
-    run_dir = Path(cfg.out_dir) / cfg.study / cfg.name
-    ckpt = run_dir / CKPT_FILE  # written at every evaluation, so a retry or --resume continues there
-    ckpt_path = str(ckpt) if ckpt.exists() and _same_config(run_dir, cfg) else None
-    callbacks = [_FaultInjection(cfg.name)] if os.environ.get(FAULT_ENV) else []
-    summary = run_trial(cfg, report=partial(_report_with_checkpoint, ckpt), extra_callbacks=callbacks,
-                        ckpt_path=ckpt_path)
-    ckpt.unlink(missing_ok=True)  # finished: the checkpoint has done its job
-    final = {k: v for k, v in summary["final"].items()}
-    tune.report({**final, "status": summary["status"], "steps_done": summary["steps_done"], "done": True})
+    summary = run_trial(cfg, report=trial_state.checkpointing_reporter(cfg, tune.report),
+                        extra_callbacks=fault_callbacks(cfg.name), ckpt_path=trial_state.resume_checkpoint(cfg))
+    trial_state.finish(cfg)
+    tune.report(trial_state.final_report(summary))
 
 
-def _finished_summary(cfg) -> dict | None:
-    """The summary of an earlier, finished run of exactly this config in its run directory, if any.
-
-    Tune snapshots its experiment state now and then; a trial that finished after the last
-    snapshot would otherwise be re-run from its last checkpoint on --resume.
-    """
-    run_dir = Path(cfg.out_dir) / cfg.study / cfg.name
-    summary_path = run_dir / "summary.json"
-    if not (summary_path.exists() and _same_config(run_dir, cfg)):
-        return None
-    summary = json.loads(summary_path.read_text())
-    return summary if summary.get("status") in ("completed", "diverged") else None
+def quiet_ray_logs() -> None:
+    """Ray logs a line per report ("Checkpoint successfully created", "Reporting training result")."""
+    for name in ("ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _same_config(run_dir: Path, cfg) -> bool:
-    """Whether run_dir holds a run of exactly this config (so its files may be reused)."""
-    config_path = run_dir / "config.yaml"
-    if not config_path.exists():
-        return False
-    stored = OmegaConf.to_container(OmegaConf.load(config_path))
-    stored.pop("provenance", None)
-    return stored == config.to_plain(cfg)
+def fault_callbacks(trial: str) -> list:
+    """With FAULT_ENV="<trial>:<step>", a callback that raises once at that step of that trial, on
+    every rank: how the tests exercise retry-from-checkpoint for real. Empty otherwise."""
+    if not os.environ.get(FAULT_ENV):
+        return []
+    import pytorch_lightning as pl
 
+    target, _, step = os.environ[FAULT_ENV].rpartition(":")
 
-def _clean(row: dict) -> dict:
-    return {k: float(v) for k, v in row.items()}
+    class Fault(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            marker = Path(trainer.logger.log_dir) / f".fault-injected-{trainer.global_rank}"
+            if trial == target and trainer.global_step == int(step) and not marker.exists():
+                marker.touch()
+                raise RuntimeError(f"injected failure at step {step} ({FAULT_ENV})")
 
-
-def _report_with_checkpoint(ckpt: Path, trainer, row: dict) -> None:
-    """Checkpoint into the run directory (atomically), then report the row to Tune.
-
-    The checkpoint lives beside metrics.csv rather than in Tune's storage: Tune's own copies are
-    pruned and snapshotted asynchronously, and a driver killed between the two leaves its state
-    pointing at a checkpoint that no longer exists.
-    """
-    tmp = ckpt.with_suffix(".tmp")
-    trainer.save_checkpoint(str(tmp))
-    os.replace(tmp, ckpt)
-    tune.report(_clean(row))
-
-
-class _FaultInjection:
-    """Raises once at a chosen step of a chosen trial, to test retry-from-checkpoint for real."""
-
-    def __new__(cls, trial: str):
-        import pytorch_lightning as pl
-
-        target, _, step = os.environ[FAULT_ENV].rpartition(":")
-
-        class Fault(pl.Callback):
-            def on_train_batch_end(self, trainer, *args):
-                marker = Path(trainer.logger.log_dir) / ".fault-injected"
-                if trial == target and trainer.global_step == int(step) and not marker.exists():
-                    marker.touch()
-                    raise RuntimeError(f"injected failure at step {step} ({FAULT_ENV})")
-
-        return Fault()
+    return [Fault()]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -186,14 +186,19 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_two_worker_ddp_trial_runs_through_a_torch_trainer(tmp_path):
+def test_a_two_worker_ddp_trial_runs_through_a_torch_trainer_and_retries_from_its_checkpoint(tmp_path):
     path = tmp_path / "ddp.yaml"
     path.write_text("name: ddp\nbase: {source: teacher, world: ideal, steps: 40, batch_size: 32, eval.points: 5,"
-                    " data.test_size: 256, model.width: 32, model.depth: 2}\nresources: {cpu: 1, workers: 2}\n")
-    result = cli(path, f"out_dir={tmp_path}")
+                    " data.test_size: 256, model.width: 32, model.depth: 2}\nresources: {cpu: 1, workers: 2}\n"
+                    "max_failures: 1\n")
+    trial = "mlp-w32-d2-bs32-ideal-s0"
+    result = cli(path, f"out_dir={tmp_path}", env={"TWOWORLDS_INJECT_FAILURE": f"{trial}:20"})
     assert result.returncode == 0, result.stdout[-3000:]
-    (run,) = summaries(tmp_path / "ddp").values()
+    assert f"retrying {trial} from its last checkpoint" in result.stdout
+    run = summaries(tmp_path / "ddp")[trial]
     assert run["status"] == "completed" and run["steps_done"] == 40
+    assert run["resumed_from_step"] == 11  # the last evaluation before the failure at step 20
     # the global batch of 32 is split over 2 ranks: 40 x 32 distinct samples, as in one process
     assert run["samples_seen"] == run["distinct_samples_seen"] == 40 * 32
-    assert metric_steps(tmp_path / "ddp" / run["trial"]) == eval_steps(40, 5)
+    assert metric_steps(tmp_path / "ddp" / trial) == eval_steps(40, 5)
+    assert not (tmp_path / "ddp" / trial / "last.ckpt").exists()
