@@ -12,11 +12,14 @@ from collections.abc import Iterator
 import pytorch_lightning as pl
 import torch
 
+from datamodules import rng
+from datamodules.augment import prepare_images
 from datamodules.sources import Source
 from datamodules.worlds import WorldPlan, rank_slice
 from lightning_modules.metrics import TEST, TRAIN
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (x, y, ids)
+STREAM_AUGMENT = 104  # augmentation randomness of step s: a function of (run seed, s)
 
 
 class TensorBatches:
@@ -35,27 +38,37 @@ class TensorBatches:
         if dm.real is not None:  # index the materialized n samples by position
             x, y, ids = dm.real
             on_cpu = dm.device.type == "cpu"
-            for positions in dm.plan.real_positions(self.start_step):
+            for step, positions in enumerate(dm.plan.real_positions(self.start_step), start=self.start_step):
                 pos = rank_slice(positions, dm.rank, dm.world_size)
                 pos = pos if on_cpu else pos.to(dm.device, non_blocking=True)
-                yield x[pos], y[pos], ids[pos]
+                yield dm.train_transform(x[pos], step), y[pos], ids[pos]
         else:
-            for _, ids in dm.plan.batches(self.start_step):
-                yield dm.fetch(rank_slice(ids, dm.rank, dm.world_size))
+            for step, ids in dm.plan.batches(self.start_step):
+                x, y, ids = dm.fetch(rank_slice(ids, dm.rank, dm.world_size))
+                yield dm.train_transform(x, step), y, ids
 
 
 class WorldDataModule(pl.LightningDataModule):
     """Serves one run's training batches and its evaluation sets.
 
-    Evaluation sets: `test` (the source's test range, in both worlds) and, in the Real World,
-    `train` (the n training samples themselves, without augmentation: invariant 6). Under DDP each
-    rank evaluates its own shard; the metrics sync across ranks.
+    Evaluation sets: `test` (the source's test range, in both worlds), the source's extra test
+    sets (e.g. `test_cifar10` beside CIFAR-5m) and, in the Real World, `train` (the n training
+    samples themselves, without augmentation: invariant 6). Under DDP each rank evaluates its own
+    shard; the metrics sync across ranks.
+
+    Image sources stay uint8 until the batch is on the device; there `train_transform` augments
+    (level `augment`, randomness a function of (seed, step)) and normalizes, and `eval_transform`
+    only normalizes.
     """
 
-    def __init__(self, source: Source, plan: WorldPlan, train_eval_size: int | None = None):
+    def __init__(self, source: Source, plan: WorldPlan, train_eval_size: int | None = None,
+                 augment: int = 0, channels_last: bool = False):
         super().__init__()
+        if augment and not getattr(source, "is_image", False):
+            raise ValueError(f"augment={augment} needs an image source; {source.name} is not one (use augment=0)")
         self.source, self.plan = source, plan
         self.train_eval_size = train_eval_size
+        self.augment, self.channels_last = augment, channels_last
         self.device = torch.device("cpu")
         self.rank, self.world_size = 0, 1
         self.start_step = 0  # > 0 when resuming a run from a checkpoint
@@ -72,10 +85,17 @@ class WorldDataModule(pl.LightningDataModule):
             self.real = (x.to(self.device), y.to(self.device), ids.to(self.device))
         self.eval_sets = self._build_eval_sets()
 
+    def eval_split_names(self) -> list[str]:
+        extra = list(self.source.extra_test_sets()) if hasattr(self.source, "extra_test_sets") else []
+        return [TEST, *extra] + ([TRAIN] if self.plan.world == "real" else [])
+
     def _build_eval_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         test_ids = self.source.test_ids()[self.rank::self.world_size]
         x, y = self.source.get(test_ids)
         sets = {TEST: (x.to(self.device), y.to(self.device))}
+        extra = self.source.extra_test_sets() if hasattr(self.source, "extra_test_sets") else {}
+        for name, (ex, ey) in extra.items():
+            sets[name] = (ex[self.rank::self.world_size].to(self.device), ey[self.rank::self.world_size].to(self.device))
         if self.real is not None:
             rx, ry, _ = self.real
             keep = slice(self.rank, self.train_eval_size, self.world_size)
@@ -87,6 +107,17 @@ class WorldDataModule(pl.LightningDataModule):
         x, y = self.source.get(ids)
         dev = self.device
         return x.to(dev, non_blocking=True), y.to(dev, non_blocking=True), ids.to(dev)
+
+    def train_transform(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        if not getattr(self.source, "is_image", False):
+            return x
+        gen = torch.Generator(device=x.device).manual_seed(rng.block_seed(self.plan.seed, STREAM_AUGMENT, step))
+        return prepare_images(x, self.source.mean, self.source.std, self.augment, gen, self.channels_last)
+
+    def eval_transform(self, x: torch.Tensor) -> torch.Tensor:
+        if not getattr(self.source, "is_image", False):
+            return x
+        return prepare_images(x, self.source.mean, self.source.std, 0, None, self.channels_last)
 
     def train_dataloader(self) -> TensorBatches:
         return TensorBatches(self, self.start_step)

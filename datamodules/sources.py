@@ -40,6 +40,15 @@ class DataConfig:
     teacher_shape: list[int] = field(default_factory=lambda: [1, 32])
     teacher_classes: int = 4
     teacher_width: int = 32
+    # image / file sources (datamodules/images.py)
+    data_dir: str = "data"  # where dataset files live; relative paths are relative to the working directory
+    download: bool = False  # cifar10 only: fetch the dataset with torchvision when it is missing
+    x_file: str = ""  # arrays source: .npy inputs (N, ...) and labels (N,), relative to data_dir unless absolute
+    y_file: str = ""
+    test_x_file: str = ""  # arrays source: optional .npy test split
+    test_y_file: str = ""
+    npz: str = ""  # arrays source: one .npz with x/X, y/Y and optional x_test/X_test, y_test/Y_test
+    test_fraction: float = 0.1  # arrays source without a test split: seeded holdout fraction
 
 
 class Source:
@@ -51,10 +60,19 @@ class Source:
     pool_size: int | None  # None: unbounded, generated on demand
     test_size: int
     test_offset: int = TEST_OFFSET
+    # Image sources: `get` returns x as uint8 (B, C, H, W); the loader normalizes with these
+    # per-channel statistics (of x / 255) once the batch is on the device (datamodules/augment.py).
+    is_image: bool = False
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     def get(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x float32 of shape (len(ids), *input_shape), y int64) on the CPU."""
+        """(x float32 of shape (len(ids), *input_shape), y int64) on the CPU; x uint8 when is_image."""
         raise NotImplementedError
+
+    def extra_test_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Named second evaluation sets {name: (x, y)} beside the test range (x uint8 when is_image)."""
+        return {}
 
     def test_ids(self) -> torch.Tensor:
         return torch.arange(self.test_offset, self.test_offset + self.test_size, dtype=torch.int64)

@@ -66,7 +66,7 @@ class EvaluationCallback(pl.Callback):
             "wall_time": self._wall_offset + time.perf_counter() - self._t0,
         }
         for split, (x, y) in trainer.datamodule.eval_sets.items():
-            row.update(pl_module.evaluate(split, x, y, self.eval_batch_size))
+            row.update(pl_module.evaluate(split, x, y, self.eval_batch_size, trainer.datamodule.eval_transform))
         self.last_row = row
         if trainer.is_global_zero:
             self.recorder.add_row(row)

@@ -49,6 +49,9 @@ class RunConfig:
     source: str = "mnist1d"
     loader: str = "tensor"
     device: str = "auto"  # auto | cpu | cuda
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed (16-mixed needs a GPU)
+    augment: int = 0  # image sources: 0 none, 1 flip, 2 pad-4 crop + flip, 3 reflect-pad crop + flip
+    channels_last: bool = False  # image sources: NHWC memory format (faster convolutions on GPUs)
     check_every: int = 50  # steps between divergence checks (one host sync each)
     progress: bool = True  # print a progress line at evaluations
     data: DataConfig = field(default_factory=DataConfig)
@@ -61,11 +64,13 @@ CHOICES = {
     "world": ("real", "ideal", "both"),
     "loader": ("tensor",),
     "device": ("auto", "cpu", "cuda"),
+    "precision": ("32-true", "bf16-mixed", "16-mixed"),
+    "augment": (0, 1, 2, 3),
     "optim.name": OPTIMIZERS,
     "optim.schedule": SCHEDULES,
 }
 # Keys that do not change what is trained: left out of the pair key.
-_NOT_IN_PAIR_KEY = ("world", "n", "name", "study", "out_dir", "progress", "device", "eval")
+_NOT_IN_PAIR_KEY = ("world", "n", "name", "study", "out_dir", "progress", "device", "eval", "check_every")
 
 
 class ConfigError(ValueError):

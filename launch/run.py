@@ -23,8 +23,6 @@ from lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, metric_nam
 from lightning_modules.networks import build_network
 from lightning_modules.schedules import eval_steps
 
-FINAL_KEYS = tuple(metric_name(s, k) for s in (TEST, TRAIN) for k in KINDS)
-
 
 def quiet_lightning() -> None:
     """Keep Lightning's start-up chatter (GPU available..., tips) out of the progress output."""
@@ -38,7 +36,9 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
 
 
-def accelerator(device: str) -> str:
+def accelerator(device: str, precision: str = "32-true") -> str:
+    if precision == "16-mixed" and not torch.cuda.is_available():
+        raise ConfigError("precision=16-mixed needs a CUDA GPU; on CPU use bf16-mixed or 32-true")
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda was asked for, but torch sees no CUDA GPU (use device=cpu or auto)")
     return "gpu" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
@@ -53,10 +53,12 @@ def build(cfg: DictConfig) -> tuple[ClassificationModule, WorldDataModule, World
         pl.seed_everything(cfg.seed, workers=False, verbose=False)  # initial weights: invariant 5
         m = cfg.model
         net = build_network(m.name, source.input_shape, source.num_classes, m.width, m.depth, m.patch_size)
+        if cfg.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        module = ClassificationModule(net, cfg.optim, cfg.steps)
+        dm = WorldDataModule(source, plan, cfg.eval.train_size, cfg.augment, cfg.channels_last)
     except ValueError as e:  # unknown names, bad knobs, a pool too small: the config's fault
         raise ConfigError(str(e)) from None
-    module = ClassificationModule(net, cfg.optim, cfg.steps)
-    dm = WorldDataModule(source, plan, cfg.eval.train_size)
     return module, dm, plan
 
 
@@ -82,8 +84,8 @@ def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks
         progress=cfg.progress, report=report)
     logger = TensorBoardLogger(save_dir=str(run_dir.parent), name=name, version="", default_hp_metric=False)
     trainer = pl.Trainer(
-        accelerator=accelerator(cfg.device), devices="auto" if plugins else 1, strategy=strategy,
-        plugins=plugins, max_steps=cfg.steps, max_epochs=-1, logger=logger,
+        accelerator=accelerator(cfg.device, cfg.precision), devices="auto" if plugins else 1, strategy=strategy,
+        plugins=plugins, precision=cfg.precision, max_steps=cfg.steps, max_epochs=-1, logger=logger,
         callbacks=[evaluator, *extra_callbacks], enable_progress_bar=False, enable_model_summary=False,
         enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
         use_distributed_sampler=False, log_every_n_steps=max(1, cfg.steps))
@@ -91,8 +93,7 @@ def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks
         trainer = prepare(trainer)
     is_zero = recorder.enable(trainer.is_global_zero)
     recorder.write_config(cfg, provenance())
-    splits = (TEST, TRAIN) if cfg.world == "real" else (TEST,)
-    recorder.start_metrics(list(ROW_FIELDS) + [metric_name(s, k) for s in splits for k in KINDS],
+    recorder.start_metrics(list(ROW_FIELDS) + [metric_name(s, k) for s in dm.eval_split_names() for k in KINDS],
                            keep_until_step=_resume_step(ckpt_path))
     summary = {"trial": name, "study": cfg.study, "world": cfg.world, "n": cfg.n if cfg.world == "real" else None,
                "pair_key": pair_key(cfg), "num_parameters": module.net.num_parameters, "status": "running",
@@ -114,7 +115,7 @@ def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks
             samples_seen=steps_done * cfg.batch_size,
             distinct_samples_seen=min(plan.distinct_samples, steps_done * cfg.batch_size),
             wall_time=time.perf_counter() - start,
-            final={k: evaluator.last_row[k] for k in FINAL_KEYS if k in evaluator.last_row})
+            final={k: v for k, v in evaluator.last_row.items() if "/" in k})
         if summary["status"] == "diverged":
             summary["diverged_at_step"] = evaluator.diverged_at
             summary["diverged_reason"] = evaluator.diverged_why

@@ -147,21 +147,23 @@ def _fmt(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def init_ray(address: str | None, sweep: Sweep, num_cpus: int | None = None) -> None:
-    """Join `address` (or RAY_ADDRESS), else start a local instance sized for one trial at least."""
+def init_ray(address: str | None, sweep: Sweep, num_cpus: int | None = None) -> bool:
+    """Join `address` (or RAY_ADDRESS), else start a local instance sized for one trial at least.
+    Returns whether the instance is a local one this process started."""
     if ray.is_initialized():
-        return
+        return False
     address = address or os.environ.get("RAY_ADDRESS")
     env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("TWOWORLDS_") or k == "PYTHONPATH"}}
     repo = str(Path(__file__).resolve().parent.parent)
     env["env_vars"]["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, env["env_vars"].get("PYTHONPATH")]))
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True, configure_logging=False)
-        return
+        return False
     need = sweep.resources.workers * sweep.resources.cpu + (0.01 if sweep.resources.workers > 1 else 0)
     cpus = num_cpus or max(os.cpu_count() or 1, int(need + 0.999) + (1 if sweep.resources.workers > 1 else 0))
     ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=env, log_to_driver=True,
              configure_logging=False)
+    return True
 
 
 def trainable_for(sweep: Sweep):
@@ -170,6 +172,16 @@ def trainable_for(sweep: Sweep):
         from launch.ddp import ddp_trial_fn
         return tune.with_resources(ddp_trial_fn, {"CPU": 0.01})
     return tune.with_resources(trial_fn, {"CPU": r.cpu, "GPU": r.gpu})
+
+
+def concurrent_trials(sweep: Sweep) -> int:
+    """How many trials fit the (local, fixed-size) instance at once. Tune would otherwise start DDP trials whose
+    TorchTrainer then waits for workers that cannot be placed (and counts them as running)."""
+    r, total = sweep.resources, ray.cluster_resources()
+    fits = [total.get("CPU", 0) // (r.workers * r.cpu)]
+    if r.gpu:
+        fits.append(total.get("GPU", 0) // (r.workers * r.gpu))
+    return max(1, int(min(fits)))
 
 
 def param_space(sweep: Sweep, out_dir: Path) -> dict:
@@ -189,7 +201,7 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, resume: bool = False,
     """Run (or resume) every trial of the sweep; returns the last reported metrics of each trial."""
     out_dir = Path(OmegaConf.select(sweep.trials[0].cfg, "out_dir")).resolve()
     experiment = out_dir / sweep.name / TUNE_DIR
-    init_ray(address, sweep, num_cpus)
+    local = init_ray(address, sweep, num_cpus)
     trainable = trainable_for(sweep)
     if resume:
         if not tune.Tuner.can_restore(str(experiment)):
@@ -202,7 +214,9 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, resume: bool = False,
             failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
             # result.json/progress.csv for Tune's own bookkeeping; no TensorBoard copy (see above)
             callbacks=[SweepProgress(sweep), JsonLoggerCallback(), CSVLoggerCallback()], verbose=0)
-        tune_config = tune.TuneConfig(reuse_actors=True, trial_name_creator=_name, trial_dirname_creator=_name)
+        tune_config = tune.TuneConfig(reuse_actors=True, trial_name_creator=_name, trial_dirname_creator=_name,
+                                      # a cluster may autoscale: only a local instance is fixed in size
+                                      max_concurrent_trials=concurrent_trials(sweep) if local else None)
         tuner = tune.Tuner(trainable, param_space=param_space(sweep, out_dir), tune_config=tune_config,
                            run_config=run_config)
     results = tuner.fit()

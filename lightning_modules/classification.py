@@ -78,13 +78,18 @@ class ClassificationModule(pl.LightningModule):
         return loss
 
     @torch.no_grad()
-    def evaluate(self, split: str, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
-        """Loss, 0/1 error and soft error on (x, y), synced over DDP ranks; the net is left as found."""
+    def evaluate(self, split: str, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
+                 transform=None) -> dict[str, float]:
+        """Loss, 0/1 error and soft error on (x, y), synced over DDP ranks; the net is left as found.
+
+        `transform` turns a stored chunk into model input (e.g. uint8 images -> normalized floats).
+        """
         was_training = self.net.training
         self.net.eval()
         self.errors.reset()
         for start in range(0, len(y), batch_size):
-            _, logits = self._step(x[start:start + batch_size], y[start:start + batch_size])
+            chunk = x[start:start + batch_size]
+            _, logits = self._step(chunk if transform is None else transform(chunk), y[start:start + batch_size])
             self.errors.update(logits, y[start:start + batch_size])
         values = self.errors.compute()
         self.net.train(was_training)

@@ -45,7 +45,7 @@ def test_bad_values_are_named(override, match):
 
 
 @pytest.mark.parametrize("override,match", [
-    ("source=mnist2d", r"unknown source 'mnist2d'; known: mnist1d, teacher"),
+    ("source=mnist2d", r"unknown source 'mnist2d'; known: arrays, cifar10, cifar5m, mnist1d, teacher"),
     ("model.name=transformer", r"unknown network 'transformer'; known: cnn, mlp, resnet, vit"),
     ("model.depth=12", r"resnet depth"),
 ])
