@@ -68,6 +68,11 @@ def quiet_ray_logs() -> None:
     """Ray logs a line per report ("Checkpoint successfully created", "Reporting training result")."""
     for name in ("ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    try:  # Train V2 names this logger after its file path, outside the "ray.train" tree
+        from ray.train.v2._internal.execution import context
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    except ImportError:
+        pass
 
 
 def fault_callbacks(trial: str) -> list:
@@ -161,8 +166,11 @@ def init_ray(address: str | None, sweep: Sweep, num_cpus: int | None = None) -> 
         return False
     need = sweep.resources.workers * sweep.resources.cpu + (0.01 if sweep.resources.workers > 1 else 0)
     cpus = num_cpus or max(os.cpu_count() or 1, int(need + 0.999) + (1 if sweep.resources.workers > 1 else 0))
-    ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=env, log_to_driver=True,
-             configure_logging=False)
+    # DDP trials need the dashboard's state API: without it Ray Train's placement-group cleaner
+    # cannot see that a finished TorchTrainer is done, its CPUs are never released, and the next
+    # DDP trial waits forever for workers. Function trials start faster without it.
+    ray.init(num_cpus=cpus, include_dashboard=sweep.resources.workers > 1, runtime_env=env,
+             log_to_driver=True, configure_logging=False)
     return True
 
 
