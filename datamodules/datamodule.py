@@ -62,18 +62,34 @@ class WorldDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, source: Source, plan: WorldPlan, train_eval_size: int | None = None,
-                 augment: int = 0, channels_last: bool = False):
+                 augment: int = 0, channels_last: bool = False, loader: str = "tensor",
+                 cache_dir: str | None = None, cache_params: dict | None = None):
         super().__init__()
         if augment and not getattr(source, "is_image", False):
             raise ValueError(f"augment={augment} needs an image source; {source.name} is not one (use augment=0)")
         self.source, self.plan = source, plan
         self.train_eval_size = train_eval_size
         self.augment, self.channels_last = augment, channels_last
+        # The backend serving training batches ("tensor" or "ffcv", already chosen: see loaders.py).
+        self.loader, self.cache_dir, self.cache_params = loader, cache_dir, cache_params or {}
+        self.beton = None
         self.device = torch.device("cpu")
         self.rank, self.world_size = 0, 1
         self.start_step = 0  # > 0 when resuming a run from a checkpoint
         self.real: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if loader == "ffcv":
+            from datamodules.ffcv_loader import FFCV_MISSING, beton_path, ffcv_available
+            if not ffcv_available():
+                raise ValueError(FFCV_MISSING)
+            beton_path(source, cache_dir, self.cache_params)  # refuses unbounded pools up front
+
+    def prepare_data(self) -> None:
+        # Lightning runs this once per node (local rank 0) before `setup`: the pool's .beton is
+        # written once, and every rank's `setup` then finds and reuses it.
+        if self.loader == "ffcv":
+            from datamodules.ffcv_loader import write_pool_beton
+            write_pool_beton(self.source, self.cache_dir, self.cache_params)
 
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
@@ -84,6 +100,9 @@ class WorldDataModule(pl.LightningDataModule):
             x, y = self.source.get(ids)
             self.real = (x.to(self.device), y.to(self.device), ids.to(self.device))
         self.eval_sets = self._build_eval_sets()
+        if self.loader == "ffcv" and self.beton is None:
+            from datamodules.ffcv_loader import write_pool_beton
+            self.beton = write_pool_beton(self.source, self.cache_dir, self.cache_params)
 
     def eval_split_names(self) -> list[str]:
         extra = list(self.source.extra_test_sets()) if hasattr(self.source, "extra_test_sets") else []
@@ -119,7 +138,10 @@ class WorldDataModule(pl.LightningDataModule):
             return x
         return prepare_images(x, self.source.mean, self.source.std, 0, None, self.channels_last)
 
-    def train_dataloader(self) -> TensorBatches:
+    def train_dataloader(self):
+        if self.loader == "ffcv":
+            from datamodules.ffcv_loader import FFCVBatches
+            return FFCVBatches(self, self.beton, self.start_step)
         return TensorBatches(self, self.start_step)
 
     # Lightning saves these in checkpoints: a resumed run continues the same id schedule.

@@ -49,6 +49,7 @@ class DataConfig:
     test_y_file: str = ""
     npz: str = ""  # arrays source: one .npz with x/X, y/Y and optional x_test/X_test, y_test/Y_test
     test_fraction: float = 0.1  # arrays source without a test split: seeded holdout fraction
+    cache_dir: str = ""  # loader=ffcv: where pool .beton files are written once (empty: <data_dir>/ffcv-cache)
 
 
 class Source:

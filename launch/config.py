@@ -47,7 +47,7 @@ class RunConfig:
     batch_size: int = 128  # global batch (split over DDP workers)
     seed: int = 0  # run seed: initial weights, sample order, Real World subset
     source: str = "mnist1d"
-    loader: str = "tensor"
+    loader: str = "tensor"  # tensor | ffcv | auto (tensor when the pool fits in memory, else ffcv)
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed (16-mixed needs a GPU)
     augment: int = 0  # image sources: 0 none, 1 flip, 2 pad-4 crop + flip, 3 reflect-pad crop + flip
@@ -62,7 +62,7 @@ class RunConfig:
 
 CHOICES = {
     "world": ("real", "ideal", "both"),
-    "loader": ("tensor",),
+    "loader": ("tensor", "ffcv", "auto"),
     "device": ("auto", "cpu", "cuda"),
     "precision": ("32-true", "bf16-mixed", "16-mixed"),
     "augment": (0, 1, 2, 3),

@@ -14,6 +14,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from datamodules import build_source
 from datamodules.datamodule import WorldDataModule
+from datamodules.loaders import choose_loader
 from datamodules.worlds import WorldPlan
 from launch.callbacks import ROW_FIELDS, EvaluationCallback
 from launch.config import ConfigError, flatten, pair_key, to_plain, trial_name
@@ -56,7 +57,13 @@ def build(cfg: DictConfig) -> tuple[ClassificationModule, WorldDataModule, World
         if cfg.channels_last:
             net = net.to(memory_format=torch.channels_last)
         module = ClassificationModule(net, cfg.optim, cfg.steps)
-        dm = WorldDataModule(source, plan, cfg.eval.train_size, cfg.augment, cfg.channels_last)
+        loader, why = choose_loader(cfg.loader, source, torch.device("cuda" if accelerator(
+            cfg.device, cfg.precision) == "gpu" else "cpu"))
+        if cfg.progress and cfg.loader == "auto":
+            print(f"[loader] {loader}: {why}", flush=True)
+        dm = WorldDataModule(source, plan, cfg.eval.train_size, cfg.augment, cfg.channels_last, loader,
+                             cfg.data.cache_dir or str(Path(cfg.data.data_dir) / "ffcv-cache"),
+                             OmegaConf.to_container(cfg.data, resolve=True))
     except ValueError as e:  # unknown names, bad knobs, a pool too small: the config's fault
         raise ConfigError(str(e)) from None
     return module, dm, plan

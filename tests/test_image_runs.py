@@ -53,3 +53,27 @@ def test_augmenting_a_non_image_source_is_a_config_error(make_cfg):
     from launch.config import ConfigError
     with pytest.raises(ConfigError, match="augment=2 needs an image source; teacher is not one"):
         build(make_cfg("augment=2"))
+
+
+@pytest.mark.parametrize("world", ["real", "ideal"])
+def test_ffcv_and_tensor_backends_train_on_the_same_batches(make_cfg, data_dir, world):
+    pytest.importorskip("ffcv")
+    finals = {}
+    for loader in ("tensor", "ffcv"):
+        cfg = make_cfg("source=cifar5m", f"data.data_dir={data_dir}", f"data.cache_dir={data_dir / 'cache'}",
+                       f"world={world}", "model.name=cnn", "model.width=8", "model.depth=2", "n=200",
+                       "steps=12", "augment=2", f"loader={loader}", f"name={loader}")
+        finals[loader] = run_trial(cfg)["final"]
+    # the same ids step by step and the same augmentation: the same run, up to float rounding
+    # (the batches arrive with other memory layouts, so kernels may sum in another order)
+    assert finals["ffcv"] == pytest.approx(finals["tensor"], rel=1e-5)
+
+
+def test_auto_loader_explains_its_choice(make_cfg, data_dir, capsys):
+    cfg = make_cfg("source=cifar5m", f"data.data_dir={data_dir}", "loader=auto", "progress=true",
+                   "model.name=cnn", "model.width=8", "model.depth=2")
+    build(cfg)
+    assert "[loader] tensor: the pool of 1,500 samples is 0.00 GB, cpu has" in capsys.readouterr().out
+    cfg = make_cfg("loader=auto", "progress=true")
+    build(cfg)
+    assert "[loader] tensor: the teacher pool is generated on demand" in capsys.readouterr().out

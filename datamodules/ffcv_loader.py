@@ -1,0 +1,257 @@
+"""The `ffcv` loader backend: a finite training pool written once to a .beton, read by FFCV.
+
+`write_pool_beton` writes the source's whole training pool (ids `0..pool_size-1`, so beton row i is
+pool id i) with three fields: `x` (uint8 CHW for image sources, float32 otherwise), `y` and `id`
+(the sample id itself, so what the loader returns can be checked against the world plan). The file
+is named by a hash of the source's name, its parameters, its pool size and a fingerprint of its
+content; it is written under a temporary name and moved into place atomically, and reused when it
+already exists.
+
+`FFCVBatches` serves exactly the ids of the `tensor` backend (`TensorBatches`), step by step: it
+lays this rank's share of every global batch of the `WorldPlan` end to end and hands that index
+stream to one FFCV `Loader` in SEQUENTIAL order with `batch_size` = the per-rank batch and
+`drop_last=False`, so batch k of the loader is exactly step `start_step + k`. FFCV's SEQUENTIAL
+order returns the given `indices` as they are (no sorting, no deduplication), so the Real World's
+repeated ids (each epoch revisits the same n) are served as planned.
+
+Why not FFCV's `distributed=True`: it shards the index list the way `DistributedSampler` does
+(strided, padded), which would change which samples form each global batch. The plan instead gives
+each rank its own contiguous slice of every global batch (`worlds.rank_slice`), so the union over
+ranks of a step's batch is the single-process batch, and the invariants hold as in the tensor
+backend. Each rank therefore runs its own non-distributed Loader over its own index stream.
+
+FFCV is optional: importing this module never imports it; using it without FFCV raises a ValueError
+that says how to install it.
+"""
+
+from __future__ import annotations
+
+import _thread
+import hashlib
+import json
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from datamodules.worlds import rank_slice
+
+if TYPE_CHECKING:
+    from datamodules.datamodule import WorldDataModule
+    from datamodules.sources import Source
+
+FFCV_MISSING = "loader=ffcv needs FFCV: pip install -e '.[ffcv]' (and apt libopencv-dev libturbojpeg0-dev)"
+CHUNK = 4096  # pool ids read from the source at a time while writing
+LARGE_POOL = 100_000  # print writing progress (every ~10%) for pools at least this large
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def ffcv_available() -> bool:
+    try:
+        import ffcv  # noqa: F401
+        from ffcv.loader import Loader  # noqa: F401
+    except Exception:  # ImportError, or a missing shared library (OSError)
+        return False
+    return True
+
+
+def _require_ffcv() -> None:
+    if not ffcv_available():
+        raise ValueError(FFCV_MISSING)
+
+
+def _fingerprint(source: Source) -> str:
+    """Hash of x and y of a few fixed pool ids (first, middle and last 8)."""
+    n = source.pool_size
+    mid = n // 2
+    ids = sorted({i for i in [*range(8), *range(mid - 4, mid + 4), *range(n - 8, n)] if 0 <= i < n})
+    x, y = source.get(torch.tensor(ids, dtype=torch.int64))
+    h = hashlib.sha256()
+    h.update(str((tuple(x.shape), str(x.dtype))).encode())
+    h.update(x.contiguous().numpy().tobytes())
+    h.update(y.to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def beton_path(source: Source, cache_dir: str | Path, params: dict | None = None) -> Path:
+    """Where `write_pool_beton` puts (or finds) this source's pool."""
+    if source.pool_size is None:
+        raise ValueError(
+            f"loader=ffcv writes the whole training pool to a .beton, but the {source.name} pool is "
+            f"unbounded; set data.pool_size=... to cap it (e.g. data.pool_size=1000000), or use loader=tensor")
+    desc = {"source": source.name, "params": params or {}, "pool_size": int(source.pool_size),
+            "input_shape": list(source.input_shape), "image": bool(getattr(source, "is_image", False)),
+            "fingerprint": _fingerprint(source)}
+    key = hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return Path(cache_dir).expanduser() / f"{source.name}-{key}.beton"
+
+
+class _PoolDataset:
+    """Indexable view of the pool for FFCV's writer: row i = (x uint8/float32, y, id i).
+
+    Reads the source CHUNK ids at a time (one cached chunk per writer process), so the pool is never
+    materialized. A failure is recorded in `error_path` for the watchdog in `write_pool_beton`.
+    """
+
+    def __init__(self, source: Source, dtype: np.dtype, error_path: Path, chunk: int = CHUNK):
+        self.source, self.dtype, self.error_path, self.chunk = source, dtype, error_path, chunk
+        self.n = int(source.pool_size)
+        self._start, self._x, self._y = -1, None, None
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _load(self, start: int) -> None:
+        if os.getpid() != self._pid:  # first read in a forked writer process
+            # torch's OpenMP pool does not survive fork (a parallel op would hang), as in DataLoader workers
+            torch.set_num_threads(1)
+            self._pid = os.getpid()
+        stop = min(start + self.chunk, self.n)
+        x, y = self.source.get(torch.arange(start, stop, dtype=torch.int64))
+        x = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        if x.dtype != self.dtype or x.shape[1:] != tuple(self.source.input_shape):
+            raise ValueError(f"{self.source.name}.get returned x {x.dtype} {x.shape[1:]}, expected "
+                             f"{self.dtype} {tuple(self.source.input_shape)}")
+        self._x = np.ascontiguousarray(x)
+        self._y = np.asarray(y, dtype=np.int64).reshape(-1)
+        self._start = start
+        chunks = -(-self.n // self.chunk)
+        every = max(1, chunks // 10)
+        if self.n >= LARGE_POOL and (start // self.chunk) % every == 0:
+            print(f"ffcv: writing {self.source.name} pool {start:,}/{self.n:,} ({100 * start // self.n}%)", flush=True)
+
+    def __getitem__(self, i: int):
+        i = int(i)
+        try:
+            start = i - i % self.chunk
+            if start != self._start:
+                self._load(start)
+            j = i - start
+            return self._x[j], int(self._y[j]), i
+        except BaseException as e:
+            self.error_path.write_text(f"{type(e).__name__}: {e}")
+            raise
+
+
+def write_pool_beton(source: Source, cache_dir: str | Path, params: dict | None = None,
+                     num_workers: int = 2, chunk: int = CHUNK) -> Path:
+    """Writes (or reuses) the .beton of the source's whole training pool; returns its path.
+
+    `params`: the source's DataConfig-derived parameters (anything that changes its content), part
+    of the file's cache key together with the name, pool size and a content fingerprint.
+    """
+    _require_ffcv()
+    from ffcv.fields import IntField, NDArrayField
+    from ffcv.writer import DatasetWriter
+
+    final = beton_path(source, cache_dir, params)  # raises for unbounded pools
+    if final.is_file():
+        print(f"ffcv: reusing {final}", flush=True)
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    error_path = final.with_name(f"{final.name}.error-{os.getpid()}")
+    error_path.unlink(missing_ok=True)
+    dtype = np.dtype("uint8") if getattr(source, "is_image", False) else np.dtype("float32")
+    n = int(source.pool_size)
+    print(f"ffcv: writing {n:,} samples of {source.name} to {final}", flush=True)
+    dataset = _PoolDataset(source, dtype, error_path, chunk)
+    dataset._load(0)  # fail here, in this process, on a malformed source
+    fields = {"x": NDArrayField(dtype=dtype, shape=tuple(int(d) for d in source.input_shape)),
+              "y": IntField(), "id": IntField()}
+
+    # FFCV's writer waits forever for its worker processes if one fails: watch for their error file.
+    done = threading.Event()
+
+    def watchdog():
+        while not done.wait(0.2):
+            if error_path.exists():
+                _thread.interrupt_main()
+                return
+
+    t0 = time.perf_counter()
+    before = set(multiprocessing.active_children())
+    watcher = threading.Thread(target=watchdog, daemon=True)
+    watcher.start()
+    try:
+        writer = DatasetWriter(str(tmp), fields, num_workers=max(1, min(num_workers, 2)))
+        writer.from_indexed_dataset(dataset, chunksize=chunk)
+        done.set()
+        os.replace(tmp, final)
+    except KeyboardInterrupt:
+        for child in set(multiprocessing.active_children()) - before:  # the writer's other workers
+            child.terminate()
+        if error_path.exists():
+            raise RuntimeError(f"ffcv: writing {source.name} failed: {error_path.read_text()}") from None
+        raise
+    finally:
+        done.set()
+        tmp.unlink(missing_ok=True)
+        error_path.unlink(missing_ok=True)
+    secs = time.perf_counter() - t0
+    size = final.stat().st_size
+    print(f"ffcv: wrote {final.name}: {n:,} samples, {size / 2**20:.1f} MiB in {secs:.1f} s", flush=True)
+    return final
+
+
+class FFCVBatches:
+    """An iterable of this rank's (x, y, ids) batches for steps `start_step`..`steps - 1`, read by FFCV.
+
+    Same interface and same ids per step as `TensorBatches`.
+    """
+
+    def __init__(self, dm: WorldDataModule, beton_path: str | Path, start_step: int = 0, num_workers: int = 2):
+        _require_ffcv()
+        self.dm, self.path, self.start_step, self.num_workers = dm, Path(beton_path), start_step, num_workers
+
+    def __len__(self) -> int:
+        return self.dm.plan.steps
+
+    def indices(self) -> tuple[np.ndarray, int]:
+        """This rank's ids for steps start_step.. laid end to end, and the per-rank batch size."""
+        dm = self.dm
+        parts = [rank_slice(ids, dm.rank, dm.world_size) for _, ids in dm.plan.batches(self.start_step)]
+        if not parts:
+            return np.zeros(0, dtype=np.int64), 0
+        return torch.cat(parts).numpy().astype(np.int64), len(parts[0])
+
+    def loader(self, indices: np.ndarray, batch_size: int):
+        from ffcv.fields.decoders import IntDecoder, NDArrayDecoder
+        from ffcv.loader import Loader, OrderOption
+        from ffcv.transforms import Squeeze, ToTensor
+
+        loader = Loader(str(self.path), batch_size=batch_size, num_workers=self.num_workers,
+                        order=OrderOption.SEQUENTIAL, indices=indices, drop_last=False, distributed=False,
+                        pipelines={"x": [NDArrayDecoder(), ToTensor()],
+                                   "y": [IntDecoder(), ToTensor(), Squeeze()],
+                                   "id": [IntDecoder(), ToTensor(), Squeeze()]})
+        rows = loader.reader.num_samples
+        if self.dm.plan.pool_limit != rows:
+            raise ValueError(f"{self.path} holds {rows:,} samples but the {self.dm.source.name} pool has "
+                             f"{self.dm.plan.pool_limit:,}; delete it to rewrite it")
+        return loader
+
+    def __iter__(self) -> Iterator[Batch]:
+        dm = self.dm
+        indices, local = self.indices()
+        if not len(indices):
+            return
+        on_cpu = dm.device.type == "cpu"
+        step = self.start_step
+        for x, y, ids in self.loader(indices, local):
+            # FFCV reuses its output buffers a few batches later: copy (clone on the CPU).
+            if on_cpu:
+                x, y, ids = x.clone(), y.to(torch.int64, copy=True), ids.to(torch.int64, copy=True)
+            else:
+                x = x.to(dm.device, non_blocking=True)
+                y = y.to(dm.device, torch.int64, non_blocking=True)
+                ids = ids.to(dm.device, torch.int64, non_blocking=True)
+            yield dm.train_transform(x, step), y.reshape(-1), ids.reshape(-1)
+            step += 1
