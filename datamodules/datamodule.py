@@ -41,7 +41,8 @@ class TensorBatches:
             for step, positions in enumerate(dm.plan.real_positions(self.start_step), start=self.start_step):
                 pos = rank_slice(positions, dm.rank, dm.world_size)
                 pos = pos if on_cpu else pos.to(dm.device, non_blocking=True)
-                yield dm.train_transform(x[pos], step), y[pos], ids[pos]
+                # index_select, not x[pos]: advanced indexing is ~20x slower on uint8 image rows
+                yield dm.train_transform(x.index_select(0, pos), step), y.index_select(0, pos), ids.index_select(0, pos)
         else:
             for step, ids in dm.plan.batches(self.start_step):
                 x, y, ids = dm.fetch(rank_slice(ids, dm.rank, dm.world_size))
