@@ -5,9 +5,9 @@ batch, on any DDP rank, and it is always the same sample. There is no generator 
 around, so the Ideal World can generate each batch on the fly from its fresh ids.
 
 Two mechanisms, for two costs:
-- `uniform` / `uniform_int` / `normal`: a counter-based hash per (sample, slot). Exact per id at any
-  access pattern, on CPU or GPU; about 150k samples/s per 150 values on 2 cores, so use it for a few
-  values per sample (labels, corruption decisions).
+- `hash_bits` / `uniform` / `uniform_int` / `normal`: a counter-based hash per (sample, slot). Exact
+  per id at any access pattern, on CPU or GPU; about 150k samples/s per 150 values on 2 cores, so use
+  it for a few values per sample (labels, corruption decisions).
 - `block_draw`: ids are grouped in blocks of `BLOCK` consecutive ids; each block's values come from
   one `torch.Generator` seeded by (seed, stream, block). Sample i is row i % BLOCK of its block, so
   it is still a pure function of (seed, i), whatever else is in the batch. Bulk noise runs at
@@ -49,12 +49,16 @@ def sample_keys(seed: int, ids: torch.Tensor, stream: int) -> torch.Tensor:
     return _mix32(lo + _mix32(ids >> 32) * 0x85EBCA6B)
 
 
-def uniform(seed: int, ids: torch.Tensor, stream: int, n: int) -> torch.Tensor:
-    """(len(ids), n) float32 uniform in [0, 1), 24 bits of resolution."""
+def hash_bits(seed: int, ids: torch.Tensor, stream: int, n: int) -> torch.Tensor:
+    """(len(ids), n) int64 of 32 random bits each: slot j of sample i, a pure function of (seed, i, stream, j)."""
     keys = sample_keys(seed, ids, stream)
     slots = torch.arange(n, dtype=torch.int64, device=ids.device) * 0x27D4EB2F
-    bits = _mix32(keys[:, None] ^ slots[None, :])
-    return (bits >> 8).to(torch.float32) * _INV_2_24
+    return _mix32(keys[:, None] ^ slots[None, :])
+
+
+def uniform(seed: int, ids: torch.Tensor, stream: int, n: int) -> torch.Tensor:
+    """(len(ids), n) float32 uniform in [0, 1), 24 bits of resolution."""
+    return (hash_bits(seed, ids, stream, n) >> 8).to(torch.float32) * _INV_2_24
 
 
 def uniform_int(seed: int, ids: torch.Tensor, stream: int, high: int) -> torch.Tensor:

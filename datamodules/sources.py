@@ -27,6 +27,10 @@ TEST_OFFSET = 1 << 40
 
 # rng streams, so that independent uses of the same (seed, id) never share random bits.
 STREAM_INPUT, STREAM_LABEL, STREAM_TEACHER = 1, 2, 3
+# Corruptions (datamodules/corruptions.py): label decisions, the one shared pixel permutation,
+# per-sample permutations, Gaussian inputs, and the pool sample their mean/std is estimated on.
+STREAM_CORRUPT_LABEL, STREAM_CORRUPT_SHUFFLE, STREAM_CORRUPT_PIXELS = 4, 5, 6
+STREAM_CORRUPT_GAUSSIAN, STREAM_CORRUPT_STATS = 7, 8
 
 
 @dataclass

@@ -15,6 +15,8 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from datamodules import corruptions
+from datamodules.corruptions import PIXELS, CorruptConfig
 from datamodules.sources import DataConfig
 from lightning_modules.classification import OPTIMIZERS, OptimConfig
 from lightning_modules.schedules import SCHEDULES
@@ -58,6 +60,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    corrupt: CorruptConfig = field(default_factory=CorruptConfig)  # Zhang et al. (2017): datamodules/corruptions.py
 
 
 CHOICES = {
@@ -68,6 +71,7 @@ CHOICES = {
     "augment": (0, 1, 2, 3),
     "optim.name": OPTIMIZERS,
     "optim.schedule": SCHEDULES,
+    "corrupt.pixels": PIXELS,
 }
 # Keys that do not change what is trained: left out of the pair key.
 _NOT_IN_PAIR_KEY = ("world", "n", "name", "study", "out_dir", "progress", "device", "eval", "check_every")
@@ -152,6 +156,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
     if cfg.optim.warmup_steps >= cfg.steps:
         raise ConfigError(f"optim.warmup_steps={cfg.optim.warmup_steps} must be below steps={cfg.steps}")
+    try:
+        corruptions.check(cfg.corrupt)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def to_plain(cfg: DictConfig) -> dict:
@@ -174,6 +182,8 @@ def pair_key(cfg: DictConfig) -> str:
     plain = to_plain(cfg)
     for key in _NOT_IN_PAIR_KEY:
         plain.pop(key, None)
+    if not corruptions.is_active(cfg.corrupt):  # clean runs keep the pair keys they had before corruptions
+        plain.pop("corrupt", None)
     return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -189,4 +199,6 @@ def trial_name(cfg: DictConfig) -> str:
     if cfg.world == "real":
         parts.append(f"n{cfg.n}")
     parts.append(f"s{cfg.seed}")
+    if corruptions.tag(cfg.corrupt):  # a corrupted run never shares a run directory with the clean one
+        parts.append(corruptions.tag(cfg.corrupt))
     return "-".join(str(p) for p in parts)
