@@ -2,7 +2,8 @@
 
     twoworlds run [FILE.yaml] [key=value ...]   one run; world=both runs the Real/Ideal pair
     twoworlds sweep FILE [key=value ...]        a study on Ray Tune (--dry-run, --resume, --address, --smoke)
-    twoworlds demo                              the quick-start study (what `make demo` runs)
+    twoworlds report runs/<study>               tables, plots and report.md/index.html of a study
+    twoworlds demo                              the quick-start study and its report (what `make demo` runs)
     twoworlds keys                              every config key with its default
 """
 
@@ -32,7 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     p_sweep.add_argument("--address", default=None, help="join a running Ray cluster (default: RAY_ADDRESS, "
                          "else start a local instance)")
     p_sweep.add_argument("--num-cpus", type=int, default=None, help="logical CPUs of a local Ray instance")
-    p_demo = sub.add_parser("demo", help="the quick-start study on MNIST-1D")
+    p_sweep.add_argument("--report", action="store_true", help="write the study report when the sweep ends")
+    p_report = sub.add_parser("report", help="tables, plots and the report of a study: runs/<study>/report/")
+    p_report.add_argument("study", help="a study directory, e.g. runs/quickstart")
+    p_report.add_argument("--target", type=float, default=None, help="Ideal World test soft error whose first "
+                          "crossing measures optimization speed (default: the worst configuration's final error)")
+    p_report.add_argument("--check", action="store_true", help="exit 1 when a claim of the study's sweep "
+                          "file does not hold on this run (a study as a regression test of the science)")
+    p_report.add_argument("--speed-step", type=int, default=None, help="step of plot (d) (default: the median "
+                          "Real World convergence step)")
+    p_demo = sub.add_parser("demo", help="the quick-start study on MNIST-1D, ending in its report")
     p_demo.add_argument("args", nargs="*", help="key=value overrides")
     sub.add_parser("keys", help="list every config key with its default")
     ns, extra = parser.parse_known_args(argv)  # key=value overrides may follow --flags
@@ -46,10 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "keys":
             return _keys()
         if ns.command == "demo":
-            return _sweep(DEMO_SWEEP, ns.args)
+            return _sweep(DEMO_SWEEP, ns.args, report=True)
         if ns.command == "sweep":
             return _sweep(ns.file, ns.args, dry_run=ns.dry_run, resume=ns.resume, smoke=ns.smoke,
-                          address=ns.address, num_cpus=ns.num_cpus)
+                          address=ns.address, num_cpus=ns.num_cpus, report=ns.report)
+        if ns.command == "report":
+            return _report(ns.study, ns.target, ns.speed_step, ns.check)
         path, overrides = _split_args(ns.args)
         return _run(path, overrides)
     except KeyboardInterrupt:
@@ -95,7 +107,7 @@ def _run(path: str | None, overrides: list[str]) -> int:
 
 
 def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smoke=False, address=None,
-           num_cpus=None) -> int:
+           num_cpus=None, report=False) -> int:
     from launch.sweep_spec import load_sweep
     sweep = load_sweep(path, overrides, smoke=smoke)  # every key checked before Ray starts
     if dry_run:
@@ -104,13 +116,40 @@ def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smok
     from launch.sweep import run_sweep
     from results.summary import collect, format_summary
     print(f"[sweep {sweep.name}] {len(sweep.trials)} trials; outputs in {sweep.study_dir}", flush=True)
-    run_sweep(sweep, address=address, resume=resume, num_cpus=num_cpus)
-    trials = collect(sweep.study_dir, [t.name for t in sweep.trials])
-    print()
-    print(format_summary(sweep.name, trials))
-    print(f"\noutputs: {sweep.study_dir}/  (tensorboard --logdir {sweep.study_dir})")
+    sweep.write_manifest(overrides, smoke)
+    try:
+        run_sweep(sweep, address=address, resume=resume, num_cpus=num_cpus)
+    finally:  # an interrupted sweep still prints the summary of the rows already written
+        trials = collect(sweep.study_dir, [t.name for t in sweep.trials])
+        print()
+        print(format_summary(sweep.name, trials))
+        print(f"\noutputs: {sweep.study_dir}/  (tensorboard --logdir {sweep.study_dir}; "
+              f"twoworlds report {sweep.study_dir})")
+    if report:
+        _report(str(sweep.study_dir))
     bad = [t for t in trials if t.get("status") not in ("completed", "diverged")]
     return 1 if bad else 0
+
+
+def _report(study_dir: str, target: float | None = None, speed_step: int | None = None, check: bool = False) -> int:
+    from results.aggregate import StudyError
+    from results.report import build_report
+    print(f"[report] reading {study_dir}", flush=True)
+    try:
+        report = build_report(study_dir, target=target, speed_step=speed_step)
+    except StudyError as e:
+        raise ConfigError(str(e)) from None
+    for v in report.verdicts:
+        print(f"[claim] {v.word:>11}: {v.claim} ({v.evidence})", flush=True)
+    print(f"[report] written: {report.index}  (and report.md, PNGs, tables beside it)", flush=True)
+    if check and report.failed:
+        print(f"[check] {len(report.failed)} of {len(report.verdicts)} claims did not hold (or could not be "
+              "checked); see above", file=sys.stderr)
+        return 1
+    if check:
+        print(f"[check] all {len(report.verdicts)} claims hold" if report.verdicts else
+              "[check] this study's sweep file lists no claims", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from datamodules import build_source
+from datamodules.corruptions import corrupt_source, is_active
 from datamodules.datamodule import WorldDataModule
 from datamodules.loaders import choose_loader
 from datamodules.worlds import WorldPlan
@@ -49,7 +50,7 @@ def build(cfg: DictConfig) -> tuple[ClassificationModule, WorldDataModule, World
     """Source, world plan, network and module for this config. Raises before any training on a
     config that cannot run (unknown names, a pool too small for the step budget)."""
     try:
-        source = build_source(cfg.source, cfg.data)
+        source = corrupt_source(build_source(cfg.source, cfg.data), cfg.corrupt, cfg.data.seed)
         plan = WorldPlan.for_source(source, cfg.world, cfg.n, cfg.steps, cfg.batch_size, cfg.seed)
         pl.seed_everything(cfg.seed, workers=False, verbose=False)  # initial weights: invariant 5
         m = cfg.model
@@ -62,11 +63,19 @@ def build(cfg: DictConfig) -> tuple[ClassificationModule, WorldDataModule, World
         if cfg.progress and cfg.loader == "auto":
             print(f"[loader] {loader}: {why}", flush=True)
         dm = WorldDataModule(source, plan, cfg.eval.train_size, cfg.augment, cfg.channels_last, loader,
-                             cfg.data.cache_dir or str(Path(cfg.data.data_dir) / "ffcv-cache"),
-                             OmegaConf.to_container(cfg.data, resolve=True))
+                             cfg.data.cache_dir or str(Path(cfg.data.data_dir) / "ffcv-cache"), cache_params(cfg))
     except ValueError as e:  # unknown names, bad knobs, a pool too small: the config's fault
         raise ConfigError(str(e)) from None
     return module, dm, plan
+
+
+def cache_params(cfg: DictConfig) -> dict:
+    """What the pool's .beton content depends on beyond the source itself: the data config and,
+    when any is on, the corruptions (written into the file). Clean runs keep their old cache key."""
+    params = OmegaConf.to_container(cfg.data, resolve=True)
+    if is_active(cfg.corrupt):
+        params["corrupt"] = OmegaConf.to_container(cfg.corrupt, resolve=True)
+    return params
 
 
 def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks=(), report=None,
@@ -103,7 +112,8 @@ def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks
     recorder.start_metrics(list(ROW_FIELDS) + [metric_name(s, k) for s in dm.eval_split_names() for k in KINDS],
                            keep_until_step=_resume_step(ckpt_path))
     summary = {"trial": name, "study": cfg.study, "world": cfg.world, "n": cfg.n if cfg.world == "real" else None,
-               "pair_key": pair_key(cfg), "num_parameters": module.net.num_parameters, "status": "running",
+               "pair_key": pair_key(cfg), "num_parameters": module.net.num_parameters,
+               "num_classes": dm.source.num_classes, "status": "running",
                "resumed_from_step": _resume_step(ckpt_path)}
     start = time.perf_counter()
     try:
@@ -129,10 +139,19 @@ def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks
         recorder.write_summary(summary)
         if is_zero:
             hparams = flatten({k: v for k, v in to_plain(cfg).items()})
-            logger.log_hyperparams(hparams, metrics={f"final/{k}": v for k, v in summary["final"].items()})
+            logger.log_hyperparams(hparams, metrics=_final_metrics(summary["final"], dm.eval_split_names()))
             logger.finalize(summary["status"])
     summary["rows"] = evaluator.recorder.rows
     return summary
+
+
+def _final_metrics(final: dict, splits: list[str]) -> dict[str, float]:
+    """The HPARAMS tab's metrics: 'final/<split>/<kind>' for every split a trial of this source can
+    have, NaN where this trial has none (the Ideal World has no train set; a run that failed before
+    its first evaluation has nothing). Every trial must declare the same metrics: TensorBoard takes
+    the metric columns of the whole logdir from one trial's hparams summary, picked arbitrarily."""
+    splits = splits if TRAIN in splits else [*splits, TRAIN]
+    return {f"final/{metric_name(s, k)}": final.get(metric_name(s, k), float("nan")) for s in splits for k in KINDS}
 
 
 def _resume_step(ckpt_path: str | None) -> int:

@@ -26,11 +26,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from launch import config
 from launch.config import ConfigError
+from results.claims import ClaimError, validate_claims
 
-TOP_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "resources", "max_failures", "smoke")
+TOP_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "resources", "max_failures", "claims", "smoke")
 RESOURCE_KEYS = ("cpu", "gpu", "workers")
 # Parts of the config that the default trial name already shows (see config.trial_name).
-_IN_DEFAULT_NAME = {"model.name", "model.width", "model.depth", "model.patch_size", "batch_size", "world", "n", "seed"}
+_IN_DEFAULT_NAME = {"model.name", "model.width", "model.depth", "model.patch_size", "batch_size", "world", "n", "seed",
+                    "corrupt.label_noise", "corrupt.random_labels", "corrupt.pixels", "corrupt.test"}
 
 
 @dataclass
@@ -55,10 +57,24 @@ class Sweep:
     resources: Resources
     max_failures: int = 2
     varying_keys: list[str] = field(default_factory=list)
+    claims: list[dict] = field(default_factory=list)  # checked by `twoworlds report --check` (results/claims.py)
 
     @property
     def study_dir(self) -> Path:
         return Path(self.trials[0].cfg.out_dir).resolve() / self.name
+
+    def write_manifest(self, overrides: list[str], smoke: bool) -> Path:
+        """<study>/sweep.json: the sweep file's text, the overrides and the expected trial names, so the
+        report can quote the study and list trials that never started."""
+        self.study_dir.mkdir(parents=True, exist_ok=True)
+        doc = {"name": self.name, "file": str(self.path), "text": self.path.read_text(), "smoke": smoke,
+               "overrides": list(overrides), "trials": [t.name for t in self.trials], "varying": self.varying_keys,
+               "claims": self.claims}
+        path = self.study_dir / "sweep.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(path)
+        return path
 
     def samples(self) -> dict[str, int]:
         """Samples drawn by each world (steps x batch_size summed over its trials), and the
@@ -173,7 +189,11 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (), sm
         t.varying = {k: OmegaConf.select(t.cfg, k) for k in varying}
         if t.cfg.world == "ideal" and "n" in t.varying:
             t.varying["n"] = None
-    return Sweep(doc["name"], path, trials, res, int(doc.get("max_failures", 2)), varying)
+    try:
+        claims = validate_claims(doc.get("claims"), where)
+    except ClaimError as e:
+        raise ConfigError(str(e)) from None
+    return Sweep(doc["name"], path, trials, res, int(doc.get("max_failures", 2)), varying, claims)
 
 
 def _expand(doc: dict, path: Path, overrides: list[str]) -> list[Trial]:

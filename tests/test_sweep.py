@@ -75,6 +75,10 @@ def test_every_shipped_sweep_and_its_smoke_variant_validate(path):
     ("name: x\nbase: {world: both}\n", r"world=both is for single runs"),
     ("name: x\nbase: {steps: many}\n", r"bad value for 'steps' under 'base'"),
     ("grid: {world: [real]}\n", r"needs a 'name'"),
+    ("name: x\nclaims: [{kind: gap_before_convergance, max: 0.1}]\n", r"did you mean gap_before_convergence"),
+    ("name: x\nclaims: [{kind: monotone, key: n, metric: real_final, tolerence: 0}]\n",
+     r"unknown key\(s\) tolerence; valid: .*tolerance"),
+    ("name: x\nclaims: [{kind: effect, key: n, from: 1, to: 2, metric: final}]\n", r"metric 'final' is not one of"),
 ])
 def test_a_bad_sweep_file_fails_before_anything_runs_naming_file_and_key(tmp_path, text, match):
     path = tmp_path / "x.yaml"
@@ -114,7 +118,7 @@ def test_every_shipped_study_runs_its_smoke_variant_end_to_end(tmp_path, path):
         write_tiny_cifar5m(tmp_path / "data")
         write_tiny_cifar10(tmp_path / "data")
         extra = [f"data.data_dir={tmp_path / 'data'}"]
-    result = cli(path, "--smoke", f"out_dir={tmp_path}", *extra)
+    result = cli(path, "--smoke", "--report", f"out_dir={tmp_path}", *extra)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     runs = summaries(tmp_path / study)
     assert sorted(runs) == sorted(t.name for t in expected.trials)
@@ -123,6 +127,10 @@ def test_every_shipped_study_runs_its_smoke_variant_end_to_end(tmp_path, path):
     assert f"study {study}: {k} completed" in result.stdout
     assert "final bootstrap error" in result.stdout
     assert f"[sweep {study}] {k}/{k} done" in result.stdout
+    report = tmp_path / study / "report"  # the study report, with all four plot kinds
+    assert f"[report] written: {report / 'index.html'}" in result.stdout
+    assert {p.name for p in report.glob("*.png")} >= {"a_curves.png", "b_scatter.png", "c_heatmaps.png",
+                                                      "d_speed_vs_generalization.png"}
     if extra:  # CIFAR-5m runs are also evaluated on CIFAR-10's test set, as in the paper
         assert all("test_cifar10/soft_error" in s["final"] for s in runs.values())
 

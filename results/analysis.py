@@ -1,0 +1,198 @@
+"""Bootstrap-error analysis: Real/Ideal pairs aligned by step, convergence, optimization speed,
+mean ± std over seeds, and power-law fits of the Ideal World's test error against samples seen.
+
+Conventions (the paper's): the bootstrap error is the Real World's test *soft* error minus the
+Ideal World's at the same step; the Real World has converged at the first evaluation where its
+train (0/1) error is below 1%. All functions take plain arrays, so they are tested on constructed
+curves with known answers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from lightning_modules.metrics import ERROR, SOFT_ERROR, TEST, TRAIN, metric_name
+
+TEST_SOFT, TEST_ERR = metric_name(TEST, SOFT_ERROR), metric_name(TEST, ERROR)
+TRAIN_SOFT, TRAIN_ERR = metric_name(TRAIN, SOFT_ERROR), metric_name(TRAIN, ERROR)
+CONVERGED_BELOW = 0.01  # Real World train error that counts as converged (the paper's 1%)
+
+
+# ---------------------------------------------------------------- curves
+
+def align(steps_a, values_a, steps_b, values_b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Put curve b on curve a's steps. Identical schedules are matched step for step; otherwise b is
+    interpolated linearly in log(step) at a's steps inside b's range (steps outside are dropped)."""
+    sa, va = np.asarray(steps_a, float), np.asarray(values_a, float)
+    sb, vb = np.asarray(steps_b, float), np.asarray(values_b, float)
+    common, ia, ib = np.intersect1d(sa, sb, return_indices=True)
+    if len(common) == len(sa) == len(sb):
+        return common, va[ia], vb[ib]
+    order = np.argsort(sb)
+    sb, vb = sb[order], vb[order]
+    keep = (sa >= sb[0]) & (sa <= sb[-1]) & (sa > 0)
+    sb_pos = np.maximum(sb, 1e-12)
+    return sa[keep], va[keep], np.interp(np.log(sa[keep]), np.log(sb_pos), vb)
+
+
+def first_step_below(steps, values, threshold: float) -> int | None:
+    """The first step whose value is below `threshold` (None: never)."""
+    steps, values = np.asarray(steps), np.asarray(values, float)
+    hit = np.flatnonzero(values < threshold)
+    return int(steps[hit[0]]) if len(hit) else None
+
+
+def steps_to_target(steps, test_error, target: float) -> int | None:
+    """Optimization speed: the first step at which the test error is at or below `target`."""
+    return first_step_below(steps, np.asarray(test_error, float) - target, 1e-12)
+
+
+def value_at(steps, values, step: int) -> float:
+    """The value at `step`, interpolated in log(step) between evaluations (NaN outside the curve)."""
+    steps, values = np.asarray(steps, float), np.asarray(values, float)
+    if not len(steps) or step < steps[0] or step > steps[-1] or step <= 0:
+        return float("nan")
+    return float(np.interp(math.log(step), np.log(np.maximum(steps, 1e-12)), values))
+
+
+@dataclass
+class PairStats:
+    converged_at: int | None  # first step with Real World train error < 1% (None: not within the budget)
+    max_gap_before: float  # largest |bootstrap error| at steps <= converged_at (all steps if never)
+    gap_at_convergence: float  # bootstrap error at converged_at (at the last step if never)
+    gap_final: float  # bootstrap error at the last common step
+    real_final: float  # Real World test soft error at its last step
+    ideal_final: float
+    last_step: int
+
+
+def pair_stats(real: pd.DataFrame, ideal: pd.DataFrame, threshold: float = CONVERGED_BELOW) -> PairStats:
+    """Statistics of one Real/Ideal pair from their metrics tables (step, test/soft_error, train/error)."""
+    steps, r, i = align(real.step, real[TEST_SOFT], ideal.step, ideal[TEST_SOFT])
+    gap = r - i
+    conv = first_step_below(real.step, real[TRAIN_ERR], threshold) if TRAIN_ERR in real else None
+    upto = steps <= conv if conv is not None else np.ones_like(steps, bool)
+    at = np.flatnonzero(steps <= conv)[-1] if conv is not None and upto.any() else len(steps) - 1
+    nan = float("nan")
+    return PairStats(
+        converged_at=conv,
+        max_gap_before=float(np.abs(gap[upto]).max()) if upto.any() else nan,
+        gap_at_convergence=float(gap[at]) if len(gap) else nan,
+        gap_final=float(gap[-1]) if len(gap) else nan,
+        real_final=float(real[TEST_SOFT].iloc[-1]) if len(real) else nan,
+        ideal_final=float(ideal[TEST_SOFT].iloc[-1]) if len(ideal) else nan,
+        last_step=int(steps[-1]) if len(steps) else 0)
+
+
+# ---------------------------------------------------------------- seeds
+
+def mean_std(df: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
+    """Mean, std (ddof=1; 0 for a single seed) and count of `columns` over the rows of each group."""
+    g = df.groupby(by, dropna=False, sort=False)
+    mean, std = g[columns].mean(), g[columns].std(ddof=1).fillna(0.0)
+    out = mean.add_suffix("_mean").join(std.add_suffix("_std"))
+    out["seeds"] = g.size()
+    return out.reset_index()
+
+
+def fmt_pm(mean: float, std: float, seeds: int, scale: float = 100.0, digits: int = 1, unit: str = "%",
+           sign: bool = False) -> str:
+    """'1.8% ± 0.3%' (or '1.8%' for one seed; '+1.8%' with sign); NaN prints as '—'."""
+    if mean != mean:
+        return "—"
+    text = f"{mean * scale:{'+' if sign else ''}.{digits}f}{unit}"
+    return f"{text} ± {std * scale:.{digits}f}{unit}" if seeds > 1 else text
+
+
+# ---------------------------------------------------------------- scaling
+
+@dataclass
+class PowerLaw:
+    """error ≈ prefactor · samples^(-exponent), fitted by least squares in log-log space."""
+
+    exponent: float
+    exponent_se: float  # standard error of the exponent (from the residuals; NaN with < 3 points)
+    prefactor: float
+    r2: float
+    points: int
+    samples_min: float
+    samples_max: float
+
+    def __call__(self, samples):
+        return self.prefactor * np.asarray(samples, float) ** -self.exponent
+
+
+def power_law_fit(samples, error, min_samples: float | None = None) -> PowerLaw | None:
+    """Fit error = a·s^-alpha on points with samples >= min_samples (default: the last two decades
+    of the curve, where the early transient is over) and error > 0. None with fewer than 2 points."""
+    s, e = np.asarray(samples, float), np.asarray(error, float)
+    ok = (s > 0) & (e > 0) & np.isfinite(e)
+    if min_samples is None and ok.any():
+        min_samples = s[ok].max() / 100.0
+    ok &= s >= (min_samples or 0)
+    s, e = s[ok], e[ok]
+    if len(np.unique(s)) < 2:
+        return None
+    x, y = np.log(s), np.log(e)
+    xm, ym = x.mean(), y.mean()
+    sxx = ((x - xm) ** 2).sum()
+    slope = ((x - xm) * (y - ym)).sum() / sxx
+    resid = y - (ym + slope * (x - xm))
+    ss_tot = ((y - ym) ** 2).sum()
+    r2 = 1.0 - (resid ** 2).sum() / ss_tot if ss_tot > 0 else 1.0
+    se = math.sqrt((resid ** 2).sum() / (len(x) - 2) / sxx) if len(x) > 2 else float("nan")
+    return PowerLaw(-slope, se, math.exp(ym - slope * xm), r2, len(x), s.min(), s.max())
+
+
+# ---------------------------------------------------------------- a study's pairs
+
+_KEY_ORDER = ("model.name", "model.width", "model.depth", "model.patch_size", "batch_size", "steps")
+
+
+def configuration_keys(varying: list[str]) -> list[str]:
+    """The keys that tell configurations apart: what varies, except the world and the seed; the
+    model first, n last (labels then read 'cnn width=64 n=500')."""
+    keys = [k for k in varying if k not in ("world", "seed")]
+    rank = {k: i for i, k in enumerate(_KEY_ORDER)}
+    return sorted(keys, key=lambda k: (k == "n", rank.get(k, len(rank)), k))
+
+
+def compared_keys(trials: pd.DataFrame, varying: list[str]) -> list[str]:
+    """configuration_keys among the trials that have a twin in the other world: an unpaired trial
+    (a one-off run in the same study directory) does not make its settings part of every label."""
+    both = set(trials.pair_key[trials.world == "ideal"]) & set(trials.pair_key[trials.world == "real"])
+    paired = trials[trials.pair_key.isin(both)]
+    return configuration_keys([k for k in varying if paired[k].astype(str).nunique() > 1])
+
+
+def label(values: dict) -> str:
+    """'cnn n=500' from {'model.name': 'cnn', 'n': 500}: family names bare, other keys as leaf=value."""
+    parts = []
+    for k, v in values.items():
+        parts.append(str(v) if k == "model.name" else f"{k.split('.')[-1]}={v}")
+    return " ".join(parts) or "all"
+
+
+def pair_table(trials: pd.DataFrame, curves: pd.DataFrame, varying: list[str],
+               threshold: float = CONVERGED_BELOW) -> pd.DataFrame:
+    """One row per Real World trial that has an Ideal World twin (same pair key: same config and seed,
+    other world) with logged rows: the PairStats fields plus the configuration's values."""
+    ideal = {r.pair_key: r.trial for r in trials[trials.world == "ideal"].itertuples()}
+    keys = compared_keys(trials, varying)
+    rows = []
+    for r in trials[trials.world == "real"].itertuples():
+        twin = ideal.get(r.pair_key)
+        rc, ic = curves[curves.trial == r.trial], curves[curves.trial == twin]
+        if twin is None or not len(rc) or not len(ic):
+            continue
+        stats = pair_stats(rc.sort_values("step"), ic.sort_values("step"), threshold)
+        values = trials.loc[trials.trial == r.trial, keys].iloc[0].to_dict()
+        rows.append({"real": r.trial, "ideal": twin, "pair_key": r.pair_key, "seed": r.seed,
+                     "configuration": label(values), **values, **vars(stats),
+                     "real_status": r.status, "ideal_status": trials.loc[trials.trial == twin, "status"].iloc[0]})
+    out = pd.DataFrame(rows)
+    return out.sort_values([*keys, "seed"], kind="stable", ignore_index=True) if len(out) else out

@@ -1,0 +1,231 @@
+"""Claims a study makes about its own results, checked by `twoworlds report --check`.
+
+A sweep file lists them under `claims:`; each has a `kind`, a `claim` sentence (what the paper
+says) and the kind's parameters. The report states, per claim, the numbers behind it and whether
+it held on this run; `--check` exits non-zero when one did not, so a study is a regression test of
+the science.
+
+    claims:
+      - kind: gap_before_convergence     # both worlds agree until the Real World converges
+        max: 0.03                        # largest |bootstrap error| (test soft error) before it, per configuration
+      - kind: memorizes_at_chance        # Real World fits its labels, test error stays at chance
+        where: {corrupt.random_labels: true}
+        train_error_max: 0.02            # final train 0/1 error
+        test_error_min: 0.85             # final test 0/1 error (chance = 1 - 1/classes)
+      - kind: effect                     # changing `key` from `from` to `to` moves `metric` by a bounded amount
+        key: augment
+        from: 0
+        to: 2
+        metric: ideal_final              # see METRICS
+        max_change: 0.02                 # |to - from| <= 0.02 (or min_change / min_ratio: to >= from * r)
+      - kind: larger_effect              # the change hurts one group more than another
+        key: corrupt.pixels
+        from: none
+        to: shuffled
+        metric: ideal_final
+        group: model.name                # compare the change across this key's values
+        larger: cnn
+        smaller: mlp
+      - kind: monotone                   # metric never increases (or decreases) along key
+        key: n
+        metric: real_final
+        direction: decreasing
+        tolerance: 0.005
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import pandas as pd
+
+from lightning_modules.metrics import ERROR, TEST, TRAIN, metric_name
+
+# Per-configuration metrics (columns of the report's configurations table, means over seeds).
+METRICS = {
+    "real_final": "Real World final test soft error",
+    "ideal_final": "Ideal World final test soft error",
+    "gap_final": "bootstrap error at the last step",
+    "max_gap_before": "largest |bootstrap error| before convergence",
+    "converged_at": "Real World convergence step (the step budget when it never converged)",
+    "ideal_steps_to_target": "Ideal World steps to the target test soft error",
+}
+_PARAMS = {
+    "gap_before_convergence": {"max"},
+    "memorizes_at_chance": {"train_error_max", "test_error_min"},
+    "effect": {"key", "from", "to", "metric", "max_change", "min_change", "min_ratio"},
+    "larger_effect": {"key", "from", "to", "metric", "group", "larger", "smaller"},
+    "monotone": {"key", "metric", "direction", "tolerance"},
+}
+_COMMON = {"kind", "claim", "where"}
+
+
+class ClaimError(ValueError):
+    """A malformed claim in a sweep file."""
+
+
+@dataclass
+class Verdict:
+    claim: str  # the claim in words
+    evidence: str  # the numbers behind it
+    holds: bool | None  # None: could not be checked on this run (missing trials or data)
+
+    @property
+    def word(self) -> str:
+        return {True: "holds", False: "FAILS", None: "not checked"}[self.holds]
+
+
+def validate_claims(claims, where: str) -> list[dict]:
+    """Check the `claims:` section of a sweep file: kinds, parameter names, metrics."""
+    if claims is None:
+        return []
+    if not isinstance(claims, list):
+        raise ClaimError(f"'claims' {where} must be a list of mappings with a 'kind'")
+    for i, c in enumerate(claims):
+        if not isinstance(c, dict) or c.get("kind") not in _PARAMS:
+            near = difflib.get_close_matches(str((c or {}).get("kind") if isinstance(c, dict) else c), _PARAMS, n=1)
+            raise ClaimError(f"claim {i + 1} {where}: kind must be one of {', '.join(_PARAMS)}"
+                             + (f" (did you mean {near[0]}?)" if near else ""))
+        unknown = set(c) - _PARAMS[c["kind"]] - _COMMON
+        if unknown:
+            raise ClaimError(f"claim {i + 1} ({c['kind']}) {where}: unknown key(s) {', '.join(sorted(unknown))}; "
+                             f"valid: {', '.join(sorted(_PARAMS[c['kind']] | _COMMON))}")
+        if "metric" in c and c["metric"] not in METRICS:
+            raise ClaimError(f"claim {i + 1} ({c['kind']}) {where}: metric '{c['metric']}' is not one of "
+                             f"{', '.join(METRICS)}")
+    return claims
+
+
+def _select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
+    """Rows matching every key: value of `where`; a key that is not a column is one that does not
+    vary in the study (configuration tables only have the varying keys), so it filters nothing."""
+    for k, v in (where or {}).items():
+        if k in df:
+            df = df[df[k].astype(str) == str(v)]
+    return df
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def _num(metric: str, v: float) -> str:
+    return f"{v:,.0f} steps" if metric in ("converged_at", "ideal_steps_to_target") else _pct(v)
+
+
+def _metric(configs: pd.DataFrame, metric: str, steps: int) -> pd.Series:
+    values = configs[f"{metric}_mean"].astype(float)
+    return values.fillna(steps) if metric == "converged_at" else values
+
+
+def check_claims(claims: list[dict], trials: pd.DataFrame, configs: pd.DataFrame, keys: list[str]) -> list[Verdict]:
+    steps = int(trials.steps.max()) if "steps" in trials and trials.steps.notna().any() else 0
+    checks = {"gap_before_convergence": _gap, "memorizes_at_chance": _memorizes, "effect": _effect,
+              "larger_effect": _larger_effect, "monotone": _monotone}
+    out = []
+    for c in claims:
+        text = c.get("claim") or c["kind"].replace("_", " ")
+        try:
+            evidence, holds = checks[c["kind"]](c, trials, configs, keys, steps)
+        except _NotCheckable as e:
+            evidence, holds = str(e), None
+        out.append(Verdict(text, evidence, holds))
+    return out
+
+
+class _NotCheckable(Exception):
+    pass
+
+
+def _need(df: pd.DataFrame, what: str) -> pd.DataFrame:
+    if not len(df):
+        raise _NotCheckable(f"no {what} in this study (yet)")
+    return df
+
+
+def _gap(c, trials, configs, keys, steps):
+    sel = _need(_select(configs, c.get("where")), "Real/Ideal pairs")
+    worst = sel.max_gap_before_mean.max()
+    parts = ", ".join(f"{_pct(v)} ({name})" for name, v in zip(sel.configuration, sel.max_gap_before_mean, strict=True))
+    return f"max |bootstrap error| before convergence {parts}; bound {_pct(c['max'])}", bool(worst <= c["max"])
+
+
+def _memorizes(c, trials, configs, keys, steps):
+    real = _need(_select(trials[trials.world == "real"], c.get("where")), "matching Real World trials")
+    train = real[f"final/{metric_name(TRAIN, ERROR)}"].astype(float)
+    test = real[f"final/{metric_name(TEST, ERROR)}"].astype(float)
+    classes = real.num_classes.dropna() if "num_classes" in real else pd.Series(dtype=float)
+    chance = f" (chance {_pct(1 - 1 / classes.iloc[0])})" if len(classes) else ""
+    evidence = (f"train error {_pct(train.max())} at most (bound {_pct(c['train_error_max'])}), test error "
+                f"{_pct(test.min())} at least{chance} (bound {_pct(c['test_error_min'])}), over {len(real)} trials")
+    return evidence, bool(train.max() <= c["train_error_max"] and test.min() >= c["test_error_min"])
+
+
+def _changes(c, configs, keys, steps) -> list[tuple[str, float, float]]:
+    """(group label, metric at `from`, metric at `to`) for each group of configurations that differ only in key."""
+    key, metric = c["key"], c["metric"]
+    if key not in configs:
+        raise _NotCheckable(f"'{key}' does not vary in this study")
+    sel = _select(configs, c.get("where")).assign(_m=lambda d: _metric(d, metric, steps))
+    others = [k for k in keys if k != key]
+    out = []
+    for name, g in (sel.groupby(others, sort=False) if others else [("all", sel)]):
+        a, b = g[g[key].astype(str) == str(c["from"])], g[g[key].astype(str) == str(c["to"])]
+        if len(a) and len(b):
+            label = " ".join(map(str, name)) if isinstance(name, tuple) else str(name)
+            out.append((label, float(a._m.iloc[0]), float(b._m.iloc[0])))
+    if not out:
+        raise _NotCheckable(f"no configurations with both {key}={c['from']} and {key}={c['to']}")
+    return out
+
+
+def _effect(c, trials, configs, keys, steps):
+    changes = _changes(c, configs, keys, steps)
+    m = c["metric"]
+    ok, parts = True, []
+    for name, a, b in changes:
+        parts.append(f"{name}: {_num(m, a)} → {_num(m, b)}")
+        if "max_change" in c:
+            ok &= abs(b - a) <= c["max_change"]
+        if "min_change" in c:
+            ok &= b - a >= c["min_change"]
+        if "min_ratio" in c:
+            ok &= b >= a * c["min_ratio"]
+    bounds = ", ".join(f"{k.replace('_', ' ')} {c[k]}" for k in ("max_change", "min_change", "min_ratio") if k in c)
+    return f"{METRICS[m]} with {c['key']} {c['from']} → {c['to']}: " + "; ".join(parts) + f" ({bounds})", bool(ok)
+
+
+def _larger_effect(c, trials, configs, keys, steps):
+    group = c["group"]
+    changes = {}
+    for name, a, b in _changes(c, configs, keys, steps):
+        for value in (c["larger"], c["smaller"]):
+            if str(value) in name.split():
+                changes.setdefault(str(value), []).append(b - a)
+    if len(changes) < 2:
+        raise _NotCheckable(f"need configurations of both {group}={c['larger']} and {group}={c['smaller']}")
+    big, small = (sum(changes[str(v)]) / len(changes[str(v)]) for v in (c["larger"], c["smaller"]))
+    m = c["metric"]
+    fmt = (lambda v: f"{v:+,.0f} steps") if m in ("converged_at", "ideal_steps_to_target") else (
+        lambda v: f"{100 * v:+.1f} points")
+    return (f"{METRICS[m]} change with {c['key']} {c['from']} → {c['to']}: {c['larger']} {fmt(big)}, "
+            f"{c['smaller']} {fmt(small)}"), bool(big > small)
+
+
+def _monotone(c, trials, configs, keys, steps):
+    key, m = c["key"], c["metric"]
+    if key not in configs:
+        raise _NotCheckable(f"'{key}' does not vary in this study")
+    sign = -1 if c.get("direction", "decreasing") == "decreasing" else 1
+    tol = float(c.get("tolerance", 0.0))
+    others = [k for k in keys if k != key]
+    sel = _select(configs, c.get("where")).assign(_m=lambda d: _metric(d, m, steps))
+    ok, parts = True, []
+    for name, g in (sel.groupby(others, sort=False) if others else [("all", sel)]):
+        g = g.sort_values(key, key=lambda s: pd.to_numeric(s, errors="coerce"))
+        v = g._m.to_numpy()
+        ok &= bool(all(sign * (v[i + 1] - v[i]) >= -tol for i in range(len(v) - 1)))
+        label = " ".join(map(str, name)) if isinstance(name, tuple) else str(name)
+        parts.append(f"{label}: " + " → ".join(f"{_num(m, x)} ({key}={k})" for x, k in zip(v, g[key], strict=True)))
+    return f"{METRICS[m]}: " + "; ".join(parts) + f" (tolerance {_num(m, tol)})", ok

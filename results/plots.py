@@ -1,0 +1,201 @@
+"""The report's four plot kinds, as PNG files (matplotlib, Agg backend: no display needed).
+
+    (a) curves:   per configuration, test soft error of both worlds and the Real World's train soft
+                  error against steps (log x), mean over seeds ± std: the paper's Figure 1
+    (b) scatter:  Real against Ideal World test soft error, every pair and evaluation step, with y = x
+    (c) heatmaps: over two configuration axes (width × depth, batch size × n, ...): bootstrap error at
+                  convergence, the Ideal World's steps to the target error, the Real World's final error
+    (d) speed:    the Ideal World's test error at a fixed step against the Real World's final test
+                  error, one point per configuration (optimization speed against generalization)
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from results.analysis import TEST_SOFT, TRAIN_SOFT  # noqa: E402
+
+PANELS_PER_FIGURE = 12
+_WORLD_STYLE = {"real": dict(color="tab:blue", ls="-"), "ideal": dict(color="tab:orange", ls="--"),
+                "train": dict(color="tab:green", ls=":")}
+plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
+                     "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+                     "xtick.labelsize": 8, "ytick.labelsize": 8})
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _band(ax, curves: pd.DataFrame, trials: list[str], column: str, label: str, style: dict) -> None:
+    """Mean over the trials (seeds) of `column` against step, with a ± std band when there are several."""
+    sub = curves[curves.trial.isin(trials)].dropna(subset=[column])
+    if not len(sub):
+        return
+    g = sub.groupby("step")[column]
+    mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
+    steps = mean.index.to_numpy(float)
+    ax.plot(steps, mean.to_numpy(), label=label, lw=1.6, **style)
+    if len(trials) > 1:
+        ax.fill_between(steps, (mean - std).to_numpy(), (mean + std).to_numpy(), color=style["color"], alpha=0.15,
+                        lw=0)
+
+
+def plot_curves(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, stem: str = "a_curves") -> list[Path]:
+    """(a): one panel per configuration; several figures when there are many configurations."""
+    configs = list(dict.fromkeys(pairs.configuration))
+    paths = []
+    for start in range(0, len(configs), PANELS_PER_FIGURE):
+        chunk = configs[start:start + PANELS_PER_FIGURE]
+        ncols = min(4, len(chunk))
+        nrows = math.ceil(len(chunk) / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols + 0.4, 3.0 * nrows + 0.6), squeeze=False,
+                                 sharey=True, constrained_layout=True)
+        for ax, cfg in zip(axes.flat, chunk, strict=False):
+            rows = pairs[pairs.configuration == cfg]
+            _band(ax, curves, list(rows.real), TEST_SOFT, "Real World test", _WORLD_STYLE["real"])
+            _band(ax, curves, list(rows.ideal.unique()), TEST_SOFT, "Ideal World test", _WORLD_STYLE["ideal"])
+            _band(ax, curves, list(rows.real), TRAIN_SOFT, "Real World train", _WORLD_STYLE["train"])
+            conv = rows.converged_at.dropna()
+            if len(conv):
+                ax.axvline(conv.median(), color="gray", lw=0.8, alpha=0.7, label="Real World train error < 1%")
+            seeds = len(rows)
+            ax.set_title(f"{cfg}" + (f"  ({seeds} seeds)" if seeds > 1 else ""))
+            ax.set_xscale("log")
+            ax.set_xlabel("optimizer step (log scale)")
+            ax.set_ylim(bottom=0)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("soft error (1 − p(true class))")
+        for ax in list(axes.flat)[len(chunk):]:
+            ax.set_visible(False)
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=4, frameon=False)
+        part = f" ({start // PANELS_PER_FIGURE + 1}/{math.ceil(len(configs) / PANELS_PER_FIGURE)})" \
+            if len(configs) > PANELS_PER_FIGURE else ""
+        fig.suptitle(f"Real vs Ideal World: test soft error against steps{part}", fontsize=11)
+        suffix = f"_{start // PANELS_PER_FIGURE + 1}" if len(configs) > PANELS_PER_FIGURE else ""
+        paths.append(_save(fig, out_dir / f"{stem}{suffix}.png"))
+    return paths
+
+
+def plot_scatter(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, align) -> Path:
+    """(b): every pair and aligned evaluation step; colour = configuration."""
+    fig, ax = plt.subplots(figsize=(6.4, 5.4), constrained_layout=True)
+    configs = list(dict.fromkeys(pairs.configuration))
+    cmap = plt.get_cmap("tab10" if len(configs) <= 10 else "tab20")
+    hi = 0.0
+    for k, cfg in enumerate(configs):
+        xs, ys = [], []
+        for p in pairs[pairs.configuration == cfg].itertuples():
+            r, i = curves[curves.trial == p.real], curves[curves.trial == p.ideal]
+            _, ry, ix = align(r.step, r[TEST_SOFT], i.step, i[TEST_SOFT])
+            xs.append(ix)
+            ys.append(ry)
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        hi = max(hi, np.nanmax(x), np.nanmax(y))
+        ax.scatter(x, y, s=12, alpha=0.6, color=cmap(k % cmap.N), label=cfg, edgecolors="none")
+    hi = min(1.0, hi * 1.05) or 1.0
+    ax.plot([0, hi], [0, hi], color="black", lw=1, ls="--", label="y = x (no bootstrap error)")
+    ax.set(xlim=(0, hi), ylim=(0, hi), aspect="equal",
+           xlabel="Ideal World test soft error (same step)", ylabel="Real World test soft error",
+           title="Real vs Ideal World test soft error, all pairs and evaluation steps")
+    ax.legend(loc="upper left", fontsize=7, ncols=1 if len(configs) <= 8 else 2)
+    return _save(fig, out_dir / "b_scatter.png")
+
+
+_AXIS_PREFERENCE = [("model.width", "model.depth"), ("n", "batch_size"), ("steps", "batch_size")]
+
+
+def heatmap_axes(keys: list[str], table: pd.DataFrame) -> tuple[str | None, str | None]:
+    """(x, y) configuration keys for the heatmaps: width × depth or n × batch size when both vary,
+    else the two keys with the most values (x the one with more); None when fewer keys vary."""
+    for x, y in _AXIS_PREFERENCE:
+        if x in keys and y in keys:
+            return x, y
+    ranked = sorted(keys, key=lambda k: -table[k].nunique())
+    return (ranked + [None, None])[0], (ranked + [None, None])[1]
+
+
+def _sort_values(values) -> list:
+    try:
+        return sorted(values, key=float)
+    except (TypeError, ValueError):
+        return sorted(values, key=str)
+
+
+def plot_heatmaps(configs: pd.DataFrame, keys: list[str], out_dir: Path, panels: list[tuple[str, str, str]]) -> Path:
+    """(c): `configs` has one row per configuration (seed means); `panels` lists (column, title, format).
+    Keys besides the two axes become rows of panels (one per value combination, at most 4)."""
+    x, y = heatmap_axes(keys, configs)
+    rest = [k for k in keys if k not in (x, y)]
+    facets = list(configs.groupby(rest, sort=True)) if rest else [((), configs)]
+    facets = facets[:4]
+    ncols = len(panels)
+    xs = _sort_values(configs[x].unique()) if x else [None]
+    ys = _sort_values(configs[y].unique()) if y else [None]
+    fig, axes = plt.subplots(len(facets), ncols, squeeze=False, constrained_layout=True,
+                             figsize=(max(3.4, 0.9 * len(xs) + 1.9) * ncols, max(2.4, 0.55 * len(ys) + 1.6) * len(facets)))
+    for row, (facet, sub) in enumerate(facets):
+        facet = facet if isinstance(facet, tuple) else (facet,)
+        facet_txt = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(rest, facet, strict=True))
+        for col, (column, title, fmt) in enumerate(panels):
+            ax = axes[row, col]
+            grid = np.full((len(ys), len(xs)), np.nan)
+            for _, r in sub.iterrows():
+                grid[ys.index(r[y]) if y else 0, xs.index(r[x]) if x else 0] = r[column]
+            finite = grid[np.isfinite(grid)]
+            im = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower",
+                           vmin=finite.min() if finite.size else 0, vmax=finite.max() if finite.size else 1)
+            for gi in range(len(ys)):
+                for gj in range(len(xs)):
+                    v = grid[gi, gj]
+                    txt = "—" if not np.isfinite(v) else fmt.format(v)
+                    bright = finite.size and np.isfinite(v) and v > (finite.min() + finite.max()) / 2
+                    ax.text(gj, gi, txt, ha="center", va="center", fontsize=8, color="black" if bright else "white")
+            ax.set_xticks(range(len(xs)), [str(v) for v in xs])
+            ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+            ax.set_xlabel(x or "")
+            ax.set_ylabel(y or "")
+            ax.grid(False)
+            ax.set_title(title + (f"\n{facet_txt}" if facet_txt else ""))
+            fig.colorbar(im, ax=ax, shrink=0.85)
+    fig.suptitle("Configurations: bootstrap error, optimization speed, generalization (mean over seeds)",
+                 fontsize=11)
+    return _save(fig, out_dir / "c_heatmaps.png")
+
+
+def plot_speed(configs: pd.DataFrame, out_dir: Path, step: int) -> Path:
+    """(d): one point per configuration: colour = family, marker = the rest of the configuration,
+    named in the legend (labels next to points would collide where configurations share an Ideal twin)."""
+    fig, ax = plt.subplots(figsize=(8.6, 5.4), constrained_layout=True)
+    fam = configs["model.name"].astype(str) if "model.name" in configs else pd.Series(["all"] * len(configs))
+    families = list(dict.fromkeys(fam))
+    markers = "osD^vP*Xph<>"
+    seen: dict[str, int] = {}
+    for r, f in zip(configs.itertuples(), fam, strict=True):
+        k = seen[f] = seen.get(f, -1) + 1
+        ax.errorbar(r.ideal_at_step_mean, r.real_final_mean, xerr=r.ideal_at_step_std, yerr=r.real_final_std,
+                    fmt=markers[k % len(markers)], color=plt.get_cmap("tab10")(families.index(f) % 10),
+                    label=r.configuration, capsize=2, ms=7, mfc="none" if k >= len(markers) else None)
+    lo = min(configs.ideal_at_step_mean.min(), configs.real_final_mean.min())
+    hi = max(configs.ideal_at_step_mean.max(), configs.real_final_mean.max())
+    pad = 0.1 * (hi - lo) + 0.01
+    lo, hi = max(0.0, lo - pad), hi + pad
+    ax.plot([lo, hi], [lo, hi], color="black", lw=1, ls="--", label="y = x")
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal",
+           xlabel=f"Ideal World test soft error at step {step:,}\n(optimization speed: lower is faster)",
+           ylabel="Real World test soft error, last step\n(generalization)",
+           title="Optimization speed against generalization")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, title="configuration", title_fontsize=8,
+              ncols=1 if len(configs) <= 18 else 2)
+    return _save(fig, out_dir / "d_speed_vs_generalization.png")

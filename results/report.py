@@ -1,0 +1,313 @@
+"""`twoworlds report runs/<study>`: tables, analysis, plots and the study report.
+
+Writes into runs/<study>/report/: curves.{parquet,csv} (one row per trial and evaluation step),
+trials.{parquet,csv}, pairs.csv, configurations.csv, power_laws.csv, the PNG plots, report.md and a
+self-contained index.html (images embedded).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from results import plots
+from results.aggregate import Study, load_study, write_tables
+from results.analysis import (
+    CONVERGED_BELOW,
+    TEST_SOFT,
+    TRAIN_ERR,
+    align,
+    compared_keys,
+    fmt_pm,
+    label,
+    mean_std,
+    pair_table,
+    power_law_fit,
+    steps_to_target,
+    value_at,
+)
+from results.claims import Verdict, check_claims
+from results.document import Block, to_html, to_markdown
+
+_PAIR_COLUMNS = ["converged_at", "max_gap_before", "gap_at_convergence", "gap_final", "real_final", "ideal_final",
+                 "ideal_steps_to_target", "ideal_at_step"]
+
+
+@dataclass
+class Analysis:
+    study: Study
+    keys: list[str]  # configuration keys (what varies, except world and seed)
+    pairs: pd.DataFrame  # one row per Real World trial with its Ideal World twin
+    configs: pd.DataFrame  # one row per configuration: seed means and stds of the pair columns
+    fits: pd.DataFrame  # power laws of Ideal World test soft error against samples seen
+    target: float  # Ideal World test soft error whose first crossing measures optimization speed
+    speed_step: int  # the fixed step of plot (d)
+    threshold: float = CONVERGED_BELOW
+    statements: list[str] = field(default_factory=list)
+
+
+def _default_target(ideal_final: pd.Series) -> float:
+    """The loosest target every configuration reaches: the worst final Ideal World test soft error
+    (mean over seeds), rounded up to the next percent."""
+    return math.ceil(ideal_final.max() * 100 - 1e-9) / 100 if len(ideal_final) else float("nan")
+
+
+def _default_speed_step(pairs: pd.DataFrame, curves: pd.DataFrame) -> int:
+    """The median step at which the Real Worlds converged, snapped to an evaluation step (the last
+    step when none converged): where the paper compares the two worlds."""
+    steps = np.sort(curves.step.unique())
+    conv = pairs.converged_at.dropna()
+    if not len(conv) or not len(steps):
+        return int(steps[-1]) if len(steps) else 0
+    return int(steps[np.abs(np.log(steps.clip(1)) - math.log(max(1.0, conv.median()))).argmin()])
+
+
+def analyse(study: Study, target: float | None = None, speed_step: int | None = None,
+            threshold: float = CONVERGED_BELOW) -> Analysis:
+    keys = compared_keys(study.trials, study.varying)
+    pairs = pair_table(study.trials, study.curves, study.varying, threshold)
+    curves = study.curves
+    if not len(pairs):
+        return Analysis(study, keys, pairs, pd.DataFrame(), pd.DataFrame(), float("nan"), 0, threshold)
+    ideal_curves = {t: c.sort_values("step") for t, c in curves[curves.trial.isin(pairs.ideal)].groupby("trial")}
+    target = _default_target(pairs.groupby("configuration").ideal_final.mean()) if target is None else target
+    speed_step = _default_speed_step(pairs, curves) if speed_step is None else speed_step
+    pairs["ideal_steps_to_target"] = [steps_to_target(ideal_curves[t].step, ideal_curves[t][TEST_SOFT], target)
+                                      for t in pairs.ideal]
+    pairs["ideal_steps_to_target"] = pairs.ideal_steps_to_target.astype(float)
+    pairs["ideal_at_step"] = [value_at(ideal_curves[t].step, ideal_curves[t][TEST_SOFT], speed_step) for t in pairs.ideal]
+    configs = mean_std(pairs, ["configuration", *keys], _PAIR_COLUMNS)
+    configs["converged_seeds"] = pairs.groupby("configuration").converged_at.count().reindex(configs.configuration).values
+    order = list(dict.fromkeys(pairs.configuration))
+    configs = configs.set_index("configuration").loc[order].reset_index()
+    analysis = Analysis(study, keys, pairs, configs, _fits(study, keys), target, speed_step, threshold)
+    analysis.statements = statements(analysis)
+    return analysis
+
+
+def _fits(study: Study, keys: list[str]) -> pd.DataFrame:
+    """One power law per Ideal World configuration, on every seed's (samples seen, test soft error)."""
+    ideal_keys = [k for k in keys if k != "n"]
+    ideal = study.trials[study.trials.world == "ideal"]
+    rows = []
+    groups = ideal.groupby(ideal_keys, sort=False) if ideal_keys else [((), ideal)]
+    for values, trials in groups:
+        values = values if isinstance(values, tuple) else (values,)
+        pts = study.curves[study.curves.trial.isin(trials.trial)]
+        if "samples_seen" not in pts or not len(pts):
+            continue
+        fit = power_law_fit(pts.samples_seen, pts[TEST_SOFT])
+        if fit is None:
+            continue
+        rows.append({"configuration": label(dict(zip(ideal_keys, values, strict=True))), "seeds": len(trials),
+                     "exponent": fit.exponent, "exponent_se": fit.exponent_se, "prefactor": fit.prefactor,
+                     "r2": fit.r2, "points": fit.points, "samples_from": fit.samples_min, "samples_to": fit.samples_max})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- plain language
+
+def _configuration_sentence(rd: pd.Series, family, threshold: float, steps: int) -> str:
+    words = [w for w in rd["configuration"].split() if w != str(family)]
+    prefix = f"with {' '.join(words)}, " if words and words != ["all"] else ""
+    seeds = int(rd["seeds"])
+    seeds_txt = f" ({seeds} seeds)" if seeds > 1 else ""
+    before = fmt_pm(rd["max_gap_before_mean"], rd["max_gap_before_std"], seeds)
+    final = fmt_pm(rd["gap_final_mean"], rd["gap_final_std"], seeds, sign=True)
+    if rd["converged_seeds"] == seeds:
+        conv = fmt_pm(rd["converged_at_mean"], rd["converged_at_std"], seeds, scale=1, digits=0, unit="")
+        return (f"{prefix}the |bootstrap error| was at most {before} until the Real World converged (train error "
+                f"< {threshold:.0%}) at step {conv}{seeds_txt}, and was {final} at the last step")
+    partly = f" in {int(rd['converged_seeds'])} of {seeds} seeds" if rd["converged_seeds"] else ""
+    return (f"{prefix}the Real World did not reach {threshold:.0%} train error within {steps:,} steps{partly}; "
+            f"the |bootstrap error| was at most {before} throughout{seeds_txt} and was {final} at the last step")
+
+
+def statements(a: Analysis) -> list[str]:
+    """One sentence per family: per configuration, how long the two worlds agreed, and how closely."""
+    trials = a.study.trials
+    steps = int(trials.steps_done.max()) if trials.steps_done.notna().any() else 0
+    if "model.name" in a.configs:
+        families = list(a.configs.groupby("model.name", sort=False))
+    else:
+        families = [(trials["model.name"].iloc[0] if "model.name" in trials else "model", a.configs)]
+    out = []
+    for family, sub in families:
+        parts = [_configuration_sentence(rd, family, a.threshold, steps) for _, rd in sub.iterrows()]
+        out.append(f"For the {str(family).upper()}: " + "; ".join(parts) + ".")
+    return out
+
+
+# ---------------------------------------------------------------- the report
+
+def _pct(v: float) -> str:
+    return "—" if v != v else f"{100 * v:.2f}%"
+
+
+def _steps(v: float) -> str:
+    return "—" if v != v else f"{v:,.0f}"
+
+
+def summary_table(a: Analysis) -> pd.DataFrame:
+    c = a.configs
+    pm = lambda col, **kw: [fmt_pm(m, s, int(k), **kw) for m, s, k in zip(c[f"{col}_mean"], c[f"{col}_std"], c.seeds,  # noqa: E731
+                                                                            strict=True)]
+    return pd.DataFrame({
+        "configuration": c.configuration, "seeds": c.seeds.astype(int),
+        "Real converged at step": [f"{_steps(m)} ({int(k)}/{int(n)})" for m, k, n in
+                                   zip(c.converged_at_mean, c.converged_seeds, c.seeds, strict=True)],
+        "max |bootstrap err| before": pm("max_gap_before", digits=2),
+        "bootstrap err at convergence": pm("gap_at_convergence", digits=2, sign=True),
+        "bootstrap err, last step": pm("gap_final", digits=2, sign=True),
+        "Real test soft err, last": pm("real_final", digits=2),
+        "Ideal test soft err, last": pm("ideal_final", digits=2),
+        f"Ideal steps to {a.target:.0%}": pm("ideal_steps_to_target", scale=1, digits=0, unit=""),
+    })
+
+
+def _trials_table(study: Study) -> pd.DataFrame:
+    t = study.trials
+    cols = {"trial": t.trial, "world": t.world, "status": t.status,
+            "steps done": [_steps(v) for v in t.steps_done.astype(float)]}
+    for key, name in ((f"final/{TEST_SOFT}", "test soft err"), (f"final/{TRAIN_ERR}", "train err")):
+        if key in t:
+            cols[name] = [_pct(v) for v in t[key].astype(float)]
+    return pd.DataFrame(cols)
+
+
+def _fits_table(fits: pd.DataFrame) -> pd.DataFrame:
+    if not len(fits):
+        return fits
+    return pd.DataFrame({
+        "Ideal World configuration": fits.configuration, "seeds": fits.seeds,
+        "exponent α (err ∝ samples^−α)": [f"{e:.3f} ± {s:.3f}" for e, s in zip(fits.exponent, fits.exponent_se, strict=True)],
+        "prefactor": [f"{p:.3g}" for p in fits.prefactor], "R²": [f"{r:.3f}" for r in fits.r2],
+        "points": fits.points, "samples fitted": [f"{lo:,.0f} – {hi:,.0f}" for lo, hi in
+                                                  zip(fits.samples_from, fits.samples_to, strict=True)]})
+
+
+def _problems(study: Study) -> list[str]:
+    t = study.trials
+    items = [f"missing (expected by the sweep file, never started): {', '.join(study.missing)}"] if study.missing else []
+    for status in ("running", "interrupted", "failed", "diverged"):
+        for r in t[t.status == status].itertuples():
+            extra = ""
+            if status == "diverged":
+                extra = f" at step {int(r.diverged_at_step):,} ({r.diverged_reason}); rows up to there are kept"
+            elif status == "failed" and isinstance(r.error, str):
+                extra = f": {r.error.splitlines()[0][:200]}"
+            elif status == "running":
+                extra = " (no summary.json yet: still running, or its process was killed; `--resume` finishes it)"
+            items.append(f"{r.trial}: {status}{extra}")
+    return items
+
+
+@dataclass
+class Report:
+    index: Path  # the self-contained index.html
+    verdicts: list[Verdict]  # the sweep file's claims, checked on this run
+
+    @property
+    def failed(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.holds is not True]
+
+
+def build_report(study_dir: str | Path, *, target: float | None = None, speed_step: int | None = None,
+                 threshold: float = CONVERGED_BELOW, out_dir: str | Path | None = None) -> Report:
+    """Write the report of runs/<study>/ (see the module docstring)."""
+    study = load_study(study_dir)
+    out = Path(out_dir) if out_dir else study.path / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    write_tables(study, out)
+    a = analyse(study, target, speed_step, threshold)
+    blocks = [Block("h1", f"Study '{study.name}': Real World vs Ideal World"), Block("p", _intro(a))]
+    if len(a.pairs):
+        a.pairs.to_csv(out / "pairs.csv", index=False)
+        a.configs.to_csv(out / "configurations.csv", index=False)
+        a.fits.to_csv(out / "power_laws.csv", index=False)
+        blocks += [Block("h2", "Findings"), Block("list", a.statements)]
+        verdicts = check_claims(study.manifest.get("claims") or [], study.trials, a.configs, a.keys)
+        if verdicts:
+            blocks += [Block("h2", "Claims checked on this run"),
+                       Block("list", [f"{v.claim}: {v.evidence}: {v.word}" for v in verdicts])]
+        blocks += [
+                   Block("h2", "Summary by configuration"), Block("table", summary_table(a)),
+                   Block("p", "Errors are test soft errors (1 − softmax probability of the true class), mean ± std "
+                              "over seeds; the bootstrap error is Real minus Ideal at the same step. Converged: "
+                              f"first evaluation with Real World train 0/1 error < {threshold:.0%} (seeds that "
+                              "converged in brackets).")]
+        blocks += _plot_blocks(a, out)
+        if len(a.fits):
+            blocks += [Block("h2", "Scaling of the Ideal World"), Block("table", _fits_table(a.fits)),
+                       Block("p", "Least-squares fit of log(test soft error) against log(samples seen) over the last "
+                                  "two decades of samples, all seeds pooled; ± is the standard error of the exponent.")]
+    else:
+        verdicts = [Verdict(c.get("claim") or c["kind"], "no Real/Ideal pairs with rows yet", None)
+                    for c in study.manifest.get("claims") or []]
+        blocks += [Block("p", "No Real/Ideal pair has logged rows yet, so there is nothing to compare; the trial "
+                              "table below shows what exists.")]
+    blocks += [Block("h2", "Trials"), Block("table", _trials_table(study)),
+               Block("h2", "Missing, running, failed or diverged trials"),
+               Block("list", _problems(study) or ["none: every trial completed"])]
+    blocks += _provenance_blocks(study)
+    (out / "report.md").write_text(to_markdown(blocks, out))
+    index = out / "index.html"
+    tmp = out / "index.html.tmp"
+    tmp.write_text(to_html(blocks, f"twoworlds report: {study.name}"))
+    tmp.replace(index)
+    return Report(index, verdicts)
+
+
+def _intro(a: Analysis) -> str:
+    t = a.study.trials
+    counts = ", ".join(f"{n} {s}" for s, n in t.status.value_counts().sort_index().items())
+    text = (f"{len(t)} trials ({counts}) in {a.study.path}, reported {time.strftime('%Y-%m-%d %H:%M')}. "
+            f"{len(a.pairs)} Real World trials have an Ideal World twin (same configuration and seed).")
+    if len(a.pairs):
+        text += (f" Optimization speed is the number of steps the Ideal World needs to reach a test soft error "
+                 f"of {a.target:.0%}; plot (d) compares the worlds at step {a.speed_step:,}.")
+    return text
+
+
+def _plot_blocks(a: Analysis, out: Path) -> list[Block]:
+    curves = a.study.curves
+    blocks = [Block("h2", "Plots")]
+    for i, path in enumerate(plots.plot_curves(a.pairs, curves, out)):
+        blocks.append(Block("image", path, f"(a{'' if i == 0 else i + 1}) Test soft error of both worlds and the "
+                                           "Real World's train soft error against steps (the paper's Figure 1)."))
+    blocks.append(Block("image", plots.plot_scatter(a.pairs, curves, out, align),
+                        "(b) Real against Ideal World test soft error at every evaluation step of every pair."))
+    panels = [("gap_at_convergence_mean", "bootstrap error at convergence", "{:+.3f}"),
+              ("ideal_steps_to_target_mean", f"Ideal World steps to {a.target:.0%} test soft err", "{:,.0f}"),
+              ("real_final_mean", "Real World final test soft error", "{:.3f}")]
+    blocks.append(Block("image", plots.plot_heatmaps(a.configs, a.keys, out, panels),
+                        "(c) Per configuration, mean over seeds. Bootstrap error at the Real World's convergence "
+                        "step (at the last step where it did not converge)."))
+    blocks.append(Block("image", plots.plot_speed(a.configs, out, a.speed_step),
+                        f"(d) Optimization speed (Ideal World test soft error at step {a.speed_step:,}) against "
+                        "generalization (Real World test soft error at the last step); error bars: std over seeds."))
+    return blocks
+
+
+def _provenance_blocks(study: Study) -> list[Block]:
+    blocks = []
+    if study.manifest.get("text"):
+        m = study.manifest
+        how = f"{m.get('file', '?')}" + (" (smoke variant)" if m.get("smoke") else "") + \
+            (f", overrides: {' '.join(m['overrides'])}" if m.get("overrides") else "")
+        blocks += [Block("h2", "Sweep file"), Block("p", how), Block("code", m["text"], "yaml")]
+    prov = study.provenance
+    if prov:
+        versions = ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items())
+        blocks += [Block("h2", "Provenance"),
+                   Block("list", [f"git commit: {prov.get('git_commit', 'unknown')}", f"versions: {versions}",
+                                  f"host: {prov.get('host', '?')}", f"command: {prov.get('argv', '?')}"])]
+    blocks.append(Block("p", "Tables beside this report: curves.parquet/.csv (one row per trial and evaluation "
+                             "step, with the config values), trials.parquet/.csv, pairs.csv, configurations.csv, "
+                             "power_laws.csv."))
+    return blocks

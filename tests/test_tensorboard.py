@@ -1,0 +1,204 @@
+"""What TensorBoard shows of a study agrees with metrics.csv and summary.json: the event files read
+back with TensorBoard's reader, the run naming of a study's logdir, and a real `tensorboard` server's
+HTTP data API (runs, scalars, the HPARAMS tab's config and final metrics)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import TINY
+from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+from launch import config
+from launch.run import run_trial
+from lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, metric_name
+from results.tensorboard import read_hparams, read_scalars
+
+FINAL_TAGS = [f"final/{metric_name(s, k)}" for s in (TEST, TRAIN) for k in KINDS]  # every trial declares all
+SERVER_DEADLINE_S = 60  # start-up and first load of the logdir; a tiny study loads in a few seconds
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> dict[str, Path]:
+    """One tiny study, its Real World and Ideal World trials: {world: trial directory}."""
+    out = tmp_path_factory.mktemp("tb") / "runs"
+    trials = {}
+    for world in ("real", "ideal"):
+        summary = run_trial(config.load(None, [*TINY, f"out_dir={out}", f"world={world}"]))
+        assert summary["status"] == "completed"
+        trials[world] = out / summary["study"] / summary["trial"]
+    return trials
+
+
+def logged_columns(csv: pd.DataFrame) -> list[str]:
+    """The metrics.csv columns EvaluationCallback also logs to TensorBoard."""
+    return [c for c in csv.columns if "/" in c or c == "lr"]
+
+
+def f32(values) -> np.ndarray:
+    """TensorBoard stores scalars as float32; compare at that precision (NaN equals NaN)."""
+    return np.asarray([float(v) for v in values], dtype=np.float32)
+
+
+def tensorboard_value(value):
+    """A config value as it comes back from the hparams plugin (see launch.run and torch's hparams())."""
+    if value is None or isinstance(value, list):
+        return str(value)
+    return float(value) if isinstance(value, bool | int | float) else value
+
+
+def expected_hparams(trial: Path) -> dict:
+    cfg = yaml.safe_load((trial / "config.yaml").read_text())
+    cfg.pop("provenance")
+    return {k: tensorboard_value(v) for k, v in config.flatten(cfg).items()}
+
+
+def expected_finals(trial: Path) -> dict[str, float]:
+    final = json.loads((trial / "summary.json").read_text())["final"]
+    return {tag: float(final.get(tag.removeprefix("final/"), "nan")) for tag in FINAL_TAGS}
+
+
+# ---- event files --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("world", ["real", "ideal"])
+def test_event_files_hold_every_logged_metrics_csv_column_step_for_step(study, world):
+    csv = pd.read_csv(study[world] / "metrics.csv")
+    scalars = read_scalars(study[world])
+    assert set(scalars.tag) == set(logged_columns(csv)) | set(FINAL_TAGS)
+    for tag in logged_columns(csv):
+        points = scalars[scalars.tag == tag]
+        assert points.step.tolist() == csv.step.tolist(), tag
+        np.testing.assert_array_equal(f32(points.value), f32(csv[tag]), err_msg=tag)
+
+
+def test_trials_of_a_study_share_one_logdir_with_trial_names_as_run_names(study):
+    study_dir = {trial.parent for trial in study.values()}.pop()
+    assert {trial.parent for trial in study.values()} == {study_dir}
+    assert {p.parent for p in study_dir.rglob("events.out.tfevents.*")} == set(study.values())
+    mux = EventMultiplexer().AddRunsFromDirectory(str(study_dir))  # TensorBoard's own run discovery
+    assert set(mux.Runs()) == {trial.name for trial in study.values()}
+
+
+def test_hparams_hold_each_trials_config_and_final_metrics_declared_alike(study):
+    for trial in study.values():
+        hp = read_hparams(trial)
+        assert hp["hparams"] == expected_hparams(trial)
+        assert list(hp["metrics"]) == FINAL_TAGS  # same columns whichever trial TensorBoard reads them from
+        np.testing.assert_array_equal(f32(hp["metrics"].values()), f32(expected_finals(trial).values()))
+    assert np.isnan(read_hparams(study["ideal"])["metrics"][f"final/{metric_name(TRAIN, SOFT_ERROR)}"])
+
+
+# ---- a real TensorBoard server ------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, url: str, proc: subprocess.Popen, stderr: Path):
+        self.url, self.proc, self.stderr = url, proc, stderr
+
+    def get(self, route: str, **query):
+        url = f"{self.url}{route}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.loads(r.read())
+
+    def post(self, route: str, body: dict):
+        req = urllib.request.Request(f"{self.url}{route}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def wait_until(self, ready, what: str) -> None:
+        """Poll ready() (True once the data is served) until the deadline; fail with the server's stderr."""
+        deadline, last = time.monotonic() + SERVER_DEADLINE_S, None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"tensorboard exited ({self.proc.returncode}) before {what}:\n{self.stderr.read_text()}")
+            try:
+                if ready():
+                    return
+            except (urllib.error.URLError, ConnectionError) as e:
+                last = e
+            time.sleep(0.2)
+        pytest.fail(f"tensorboard did not serve {what} within {SERVER_DEADLINE_S}s (last error: {last}):\n"
+                    f"{self.stderr.read_text()}")
+
+
+@pytest.fixture(scope="module", params=["auto", "false"], ids=["load_fast=auto", "load_fast=false"])
+def server(request, study, tmp_path_factory):
+    """`tensorboard --logdir <study>` on a free port, once its data API serves every trial's scalars.
+
+    Both loaders: the Rust data server (auto, where installed) and the Python one pick different
+    trials' hparams summaries, which once hid the Real World's train metrics under one of them."""
+    study_dir = study["real"].parent
+    exe = Path(sys.executable).with_name("tensorboard")
+    stderr = tmp_path_factory.mktemp("tensorboard") / "stderr.txt"
+    port = _free_port()
+    with stderr.open("w") as err:
+        proc = subprocess.Popen([str(exe), "--logdir", str(study_dir), "--host", "127.0.0.1", "--port", str(port),
+                                 f"--load_fast={request.param}"], stdout=subprocess.DEVNULL, stderr=err)
+    server = Server(f"http://127.0.0.1:{port}", proc, stderr)
+    try:
+        names = {trial.name for trial in study.values()}
+        server.wait_until(lambda: set(server.get("/data/runs")) == names, "both trials as runs")
+        # final/* go into each trial's last events file: once one is served, the trial is loaded.
+        loaded = lambda tags: any(t.startswith("final/") for t in tags)  # noqa: E731
+        server.wait_until(lambda: all(loaded(tags) for tags in server.get("/data/plugin/scalars/tags").values()),
+                          "every trial's final metrics")
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_server_lists_each_trial_as_a_run(server, study):
+    assert sorted(server.get("/data/runs")) == sorted(trial.name for trial in study.values())
+
+
+@pytest.mark.parametrize("world", ["real", "ideal"])
+def test_server_serves_the_metrics_csv_curves(server, study, world):
+    csv = pd.read_csv(study[world] / "metrics.csv")
+    assert metric_name(TEST, SOFT_ERROR) in logged_columns(csv)
+    for tag in logged_columns(csv):
+        points = server.get("/data/plugin/scalars/scalars", run=study[world].name, tag=tag)  # [wall, step, value]
+        assert [step for _, step, _ in points] == csv.step.tolist(), tag
+        np.testing.assert_array_equal(f32(v for _, _, v in points), f32(csv[tag]), err_msg=tag)
+
+
+def test_server_hparams_tab_shows_each_trials_config_with_its_final_metrics(server, study):
+    experiment = server.post("/data/plugin/hparams/experiment", {"experimentName": ""})
+    assert [m["name"]["tag"] for m in experiment["metricInfos"]] == FINAL_TAGS
+    assert {h["name"] for h in experiment["hparamInfos"]} == set(expected_hparams(study["real"]))
+    groups = server.post("/data/plugin/hparams/session_groups", {
+        "experimentName": "", "startIndex": 0, "sliceSize": 100,
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
+    by_trial = {g["sessions"][0]["name"]: g for g in groups["sessionGroups"]}
+    assert set(by_trial) == {trial.name for trial in study.values()}
+    for world, trial in study.items():
+        group = by_trial[trial.name]
+        assert group["hparams"]["world"] == world
+        assert group["hparams"] == expected_hparams(trial)
+        values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}  # NaN comes as "NaN"
+        assert list(values) == FINAL_TAGS
+        np.testing.assert_array_equal(f32(values.values()), f32(expected_finals(trial).values()), err_msg=world)
