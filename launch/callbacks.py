@@ -9,20 +9,32 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytorch_lightning as pl
 
 from launch.recorder import RunRecorder
 from lightning_modules.classification import ClassificationModule
-from lightning_modules.metrics import SOFT_ERROR, TEST, TRAIN, metric_name
+from lightning_modules.metrics import ERROR, SOFT_ERROR, TEST, TRAIN, metric_name
 
 ROW_FIELDS = ("step", "epoch", "samples_seen", "lr", "wall_time")
+
+
+@dataclass
+class EarlyStopConfig:
+    """Stop a Real World run whose curve has converged: its train 0/1 error has stayed below
+    `train_error_below` for `patience` evaluations in a row (the rest would only plateau). The
+    Ideal World ignores it and always runs its full budget. 0 turns it off."""
+
+    train_error_below: float = 0.0
+    patience: int = 3  # consecutive evaluations
 
 
 class EvaluationCallback(pl.Callback):
     def __init__(self, eval_steps: list[int], recorder: RunRecorder, *, label: str, n: int | None,
                  batch_size: int, eval_batch_size: int, check_every: int, progress: bool,
-                 report: Callable[[pl.Trainer, dict], None] | None = None):
+                 report: Callable[[pl.Trainer, dict], None] | None = None,
+                 early_stop: EarlyStopConfig | None = None):
         self.eval_steps = set(eval_steps)
         self.recorder, self.label = recorder, label
         self.n, self.batch_size, self.eval_batch_size = n, batch_size, eval_batch_size
@@ -32,16 +44,20 @@ class EvaluationCallback(pl.Callback):
         self.last_row: dict = {}
         self._t0 = 0.0
         self._wall_offset = 0.0  # wall time before a resume
+        self.early_stop = early_stop if n is not None and early_stop and early_stop.train_error_below > 0 else None
+        self.stopped_early_at: int | None = None
+        self._below = 0  # consecutive evaluations under the early-stop threshold
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: ClassificationModule) -> None:
         self._t0 = time.perf_counter()
 
     # Saved in checkpoints, so a resumed run's wall_time continues instead of restarting at 0.
     def state_dict(self) -> dict:
-        return {"wall_time": self.last_row.get("wall_time", 0.0)}
+        return {"wall_time": self.last_row.get("wall_time", 0.0), "below": self._below}
 
     def load_state_dict(self, state: dict) -> None:
         self._wall_offset = float(state.get("wall_time", 0.0))
+        self._below = int(state.get("below", 0))
 
     def on_train_batch_end(self, trainer, pl_module: ClassificationModule, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -55,6 +71,19 @@ class EvaluationCallback(pl.Callback):
             row = self.evaluate(trainer, pl_module, step)
             if trainer.strategy.reduce_boolean_decision(not _finite(row), all=False):
                 self._diverged(trainer, step, "evaluation loss became NaN/inf")
+            elif self.early_stop is not None:
+                self._check_converged(trainer, row, step)
+
+    def _check_converged(self, trainer: pl.Trainer, row: dict, step: int) -> None:
+        # The train error is a synced metric, so every DDP rank takes the same decision.
+        below = row.get(metric_name(TRAIN, ERROR), 1.0) < self.early_stop.train_error_below
+        self._below = self._below + 1 if below else 0
+        if self._below >= self.early_stop.patience and step < trainer.max_steps:
+            self.stopped_early_at = step
+            trainer.should_stop = True
+            if trainer.is_global_zero:
+                print(f"[{self.label}] converged: train error < {self.early_stop.train_error_below:g} for "
+                      f"{self._below} evaluations; stopping early at step {step:,}", flush=True)
 
     def evaluate(self, trainer, pl_module: ClassificationModule, step: int) -> dict:
         samples = step * self.batch_size

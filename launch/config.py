@@ -18,6 +18,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from datamodules import corruptions
 from datamodules.corruptions import PIXELS, CorruptConfig
 from datamodules.sources import DataConfig
+from launch.callbacks import EarlyStopConfig
 from lightning_modules.classification import OPTIMIZERS, OptimConfig
 from lightning_modules.schedules import SCHEDULES
 
@@ -60,6 +61,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)  # Real World only: launch/callbacks.py
     corrupt: CorruptConfig = field(default_factory=CorruptConfig)  # Zhang et al. (2017): datamodules/corruptions.py
 
 
@@ -156,6 +158,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
     if cfg.optim.warmup_steps >= cfg.steps:
         raise ConfigError(f"optim.warmup_steps={cfg.optim.warmup_steps} must be below steps={cfg.steps}")
+    es = cfg.early_stop
+    if not 0 <= es.train_error_below < 1 or es.patience < 1:
+        raise ConfigError(f"early_stop.train_error_below={es.train_error_below} must be in [0, 1) (0: off) and "
+                          f"early_stop.patience={es.patience} at least 1")
     try:
         corruptions.check(cfg.corrupt)
     except ValueError as e:

@@ -97,7 +97,7 @@ def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks
     evaluator = EvaluationCallback(
         schedule, recorder, label=f"{cfg.world} {name}", n=cfg.n if cfg.world == "real" else None,
         batch_size=cfg.batch_size, eval_batch_size=cfg.eval.batch_size, check_every=cfg.check_every,
-        progress=cfg.progress, report=report)
+        progress=cfg.progress, report=report, early_stop=cfg.early_stop)
     logger = TensorBoardLogger(save_dir=str(run_dir.parent), name=name, version="", default_hp_metric=False)
     trainer = pl.Trainer(
         accelerator=accelerator(cfg.device, cfg.precision), devices="auto" if plugins else 1, strategy=strategy,
@@ -133,6 +133,8 @@ def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks
             distinct_samples_seen=min(plan.distinct_samples, steps_done * cfg.batch_size),
             wall_time=time.perf_counter() - start,
             final={k: v for k, v in evaluator.last_row.items() if "/" in k})
+        if evaluator.stopped_early_at is not None:
+            summary["stopped_early_at"] = evaluator.stopped_early_at
         if summary["status"] == "diverged":
             summary["diverged_at_step"] = evaluator.diverged_at
             summary["diverged_reason"] = evaluator.diverged_why

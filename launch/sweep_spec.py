@@ -3,7 +3,8 @@
     name: quickstart
     base:        {source: mnist1d, steps: 2000}         # dotted overrides for every trial
     grid:        {model.name: [mlp, cnn]}               # Cartesian product
-    zip:         {world: [real, real, ideal], n: [500, 2000, 500]}   # lists advance together
+    zip:         {world: [real, real, ideal], n: [500, 2000, 500]}   # lists advance together (or a list of
+                                                                     # such groups, crossed with each other)
     seeds:       2                                      # a count (0..k-1) or a list
     resources:   {cpu: 1, gpu: 0, workers: 1}           # per trial; workers = DDP world size
     max_failures: 2                                     # retries of a trial that raises
@@ -154,7 +155,8 @@ def _merge_smoke(doc: dict, where: str) -> dict:
     _check_keys(smoke, [k for k in TOP_KEYS if k not in ("smoke", "name")], f"in the smoke section of {where}")
     merged = dict(doc)
     for key, value in smoke.items():
-        if key in ("base", "grid", "zip", "resources") and isinstance(value, dict):
+        if key in ("base", "grid", "zip", "resources") and isinstance(value, dict) \
+                and not isinstance(doc.get(key), list):  # a list of zip groups is replaced, not merged
             merged[key] = {**_flat(doc.get(key), where), **_flat(value, where)} if key != "resources" \
                 else {**(doc.get(key) or {}), **value}
         else:
@@ -200,19 +202,18 @@ def _expand(doc: dict, path: Path, overrides: list[str]) -> list[Trial]:
     where = f"in {path}"
     base = _flat(doc.get("base"), f"'base' {where}")
     grid = _flat(doc.get("grid"), f"'grid' {where}")
-    zipped = _flat(doc.get("zip"), f"'zip' {where}")
-    for section, d in (("grid", grid), ("zip", zipped)):
-        for k, v in d.items():
-            if not isinstance(v, list) or not v:
-                raise ConfigError(f"'{section}.{k}' {where} must be a non-empty list of values")
-    lengths = {len(v) for v in zipped.values()}
-    if len(lengths) > 1:
-        raise ConfigError(f"the lists under 'zip' {where} must have equal lengths, got "
-                          + ", ".join(f"{k}: {len(v)}" for k, v in zipped.items()))
+    for k, v in grid.items():
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"'grid.{k}' {where} must be a non-empty list of values")
     seeds = doc.get("seeds", 1)
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    zip_points = [dict(zip(zipped, vals, strict=True)) for vals in zip(*zipped.values(), strict=True)] or [{}]
     grid_points = [dict(zip(grid, vals, strict=True)) for vals in itertools.product(*grid.values())]
+    # `zip` is one group of lists that advance together, or a list of such groups (crossed with each other)
+    groups = doc.get("zip") if isinstance(doc.get("zip"), list) else [doc.get("zip")]
+    zip_points = [{}]
+    for group in groups:
+        points = _zip_points(_flat(group, f"'zip' {where}"), where)
+        zip_points = [{**a, **b} for a in zip_points for b in points]
     trials: dict[str, Trial] = {}
     for g, z, seed in itertools.product(grid_points, zip_points, seeds):
         cfg = config.schema()
@@ -241,6 +242,16 @@ def _expand(doc: dict, path: Path, overrides: list[str]) -> list[Trial]:
             raise ConfigError(f"two trials of {path} would both be named '{t.name}'")
         named[t.name] = t
     return list(named.values())
+
+
+def _zip_points(zipped: dict, where: str) -> list[dict]:
+    for k, v in zipped.items():
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"'zip.{k}' {where} must be a non-empty list of values")
+    if len({len(v) for v in zipped.values()}) > 1:
+        raise ConfigError(f"the lists under 'zip' {where} must have equal lengths, got "
+                          + ", ".join(f"{k}: {len(v)}" for k, v in zipped.items()))
+    return [dict(zip(zipped, vals, strict=True)) for vals in zip(*zipped.values(), strict=True)] or [{}]
 
 
 def _varying_keys(trials: list[Trial]) -> list[str]:

@@ -20,6 +20,7 @@ from lightning_modules.metrics import ERROR, SOFT_ERROR, TEST, TRAIN, metric_nam
 TEST_SOFT, TEST_ERR = metric_name(TEST, SOFT_ERROR), metric_name(TEST, ERROR)
 TRAIN_SOFT, TRAIN_ERR = metric_name(TRAIN, SOFT_ERROR), metric_name(TRAIN, ERROR)
 CONVERGED_BELOW = 0.01  # Real World train error that counts as converged (the paper's 1%)
+LEARNING_STARTED = 0.9  # learning has begun once the Ideal World's test error is 10% below its first value
 
 
 # ---------------------------------------------------------------- curves
@@ -63,6 +64,11 @@ def value_at(steps, values, step: int) -> float:
 class PairStats:
     converged_at: int | None  # first step with Real World train error < 1% (None: not within the budget)
     max_gap_before: float  # largest |bootstrap error| at steps <= converged_at (all steps if never)
+    # mean |bootstrap error| over the evaluations from the start of learning (the Ideal World's test error
+    # 10% below its first value; before that both worlds sit at their initial error and agree
+    # trivially) to converged_at: how closely the curves track, less sensitive than the max to a
+    # slight shift in time of a steep descent
+    mean_gap_before: float
     gap_at_convergence: float  # bootstrap error at converged_at (at the last step if never)
     gap_final: float  # bootstrap error at the last common step
     real_final: float  # Real World test soft error at its last step
@@ -77,10 +83,12 @@ def pair_stats(real: pd.DataFrame, ideal: pd.DataFrame, threshold: float = CONVE
     conv = first_step_below(real.step, real[TRAIN_ERR], threshold) if TRAIN_ERR in real else None
     upto = steps <= conv if conv is not None else np.ones_like(steps, bool)
     at = np.flatnonzero(steps <= conv)[-1] if conv is not None and upto.any() else len(steps) - 1
+    learning = upto & (np.minimum.accumulate(i) <= LEARNING_STARTED * i[0]) if len(i) else upto
     nan = float("nan")
     return PairStats(
         converged_at=conv,
         max_gap_before=float(np.abs(gap[upto]).max()) if upto.any() else nan,
+        mean_gap_before=float(np.abs(gap[learning]).mean()) if learning.any() else nan,
         gap_at_convergence=float(gap[at]) if len(gap) else nan,
         gap_final=float(gap[-1]) if len(gap) else nan,
         real_final=float(real[TEST_SOFT].iloc[-1]) if len(real) else nan,
@@ -169,6 +177,17 @@ def compared_keys(trials: pd.DataFrame, varying: list[str]) -> list[str]:
     return configuration_keys([k for k in varying if paired[k].astype(str).nunique() > 1])
 
 
+def independent_keys(keys: list[str], table: pd.DataFrame) -> list[str]:
+    """Drop a key whose value follows from an earlier key's (e.g. width and depth zipped with the
+    model family): as a separate heatmap axis it would only spread the cells over an empty grid."""
+    out = []
+    for k in keys:
+        tied = any(table.groupby(j)[k].nunique().max() == 1 for j in out)
+        if not tied:
+            out.append(k)
+    return out
+
+
 def label(values: dict) -> str:
     """'cnn n=500' from {'model.name': 'cnn', 'n': 500}: family names bare, other keys as leaf=value."""
     parts = []
@@ -183,6 +202,7 @@ def pair_table(trials: pd.DataFrame, curves: pd.DataFrame, varying: list[str],
     other world) with logged rows: the PairStats fields plus the configuration's values."""
     ideal = {r.pair_key: r.trial for r in trials[trials.world == "ideal"].itertuples()}
     keys = compared_keys(trials, varying)
+    named = independent_keys(keys, trials[trials.world == "real"])  # labels skip keys tied to another (width to family)
     rows = []
     for r in trials[trials.world == "real"].itertuples():
         twin = ideal.get(r.pair_key)
@@ -192,7 +212,7 @@ def pair_table(trials: pd.DataFrame, curves: pd.DataFrame, varying: list[str],
         stats = pair_stats(rc.sort_values("step"), ic.sort_values("step"), threshold)
         values = trials.loc[trials.trial == r.trial, keys].iloc[0].to_dict()
         rows.append({"real": r.trial, "ideal": twin, "pair_key": r.pair_key, "seed": r.seed,
-                     "configuration": label(values), **values, **vars(stats),
-                     "real_status": r.status, "ideal_status": trials.loc[trials.trial == twin, "status"].iloc[0]})
+                     "configuration": label({k: values[k] for k in named}), **values, **vars(stats),
+                     "stopped_early_at": getattr(r, "stopped_early_at", None), "real_status": r.status, "ideal_status": trials.loc[trials.trial == twin, "status"].iloc[0]})
     out = pd.DataFrame(rows)
     return out.sort_values([*keys, "seed"], kind="stable", ignore_index=True) if len(out) else out

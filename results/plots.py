@@ -21,9 +21,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from results.analysis import TEST_SOFT, TRAIN_SOFT  # noqa: E402
+from results.analysis import TEST_SOFT, TRAIN_SOFT, independent_keys  # noqa: E402
 
 PANELS_PER_FIGURE = 12
+MAX_FACETS = 4  # rows of heatmaps (values of the keys besides the two axes)
 _WORLD_STYLE = {"real": dict(color="tab:blue", ls="-"), "ideal": dict(color="tab:orange", ls="--"),
                 "train": dict(color="tab:green", ls=":")}
 plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
@@ -66,6 +67,11 @@ def plot_curves(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, stem: 
             _band(ax, curves, list(rows.real), TEST_SOFT, "Real World test", _WORLD_STYLE["real"])
             _band(ax, curves, list(rows.ideal.unique()), TEST_SOFT, "Ideal World test", _WORLD_STYLE["ideal"])
             _band(ax, curves, list(rows.real), TRAIN_SOFT, "Real World train", _WORLD_STYLE["train"])
+            cut = rows.real[rows.stopped_early_at.notna()]
+            if len(cut):  # Real World runs stopped early (early_stop): where their curves end
+                last = curves[curves.trial.isin(cut)].sort_values("step").groupby("trial").tail(1)
+                ax.scatter(last.step, last[TEST_SOFT], marker="x", s=40, color="tab:red", zorder=5,
+                           label="Real World stopped early (converged)")
             conv = rows.converged_at.dropna()
             if len(conv):
                 ax.axvline(conv.median(), color="gray", lw=0.8, alpha=0.7, label="Real World train error < 1%")
@@ -78,7 +84,11 @@ def plot_curves(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, stem: 
             ax.set_ylabel("soft error (1 − p(true class))")
         for ax in list(axes.flat)[len(chunk):]:
             ax.set_visible(False)
-        handles, labels = axes.flat[0].get_legend_handles_labels()
+        handles, labels = {}, {}
+        for ax in axes.flat:  # the union of the panels' legend entries, each once
+            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                handles.setdefault(lab, h)
+        handles, labels = list(handles.values()), list(handles)
         fig.legend(handles, labels, loc="outside lower center", ncols=4, frameon=False)
         part = f" ({start // PANELS_PER_FIGURE + 1}/{math.ceil(len(configs) / PANELS_PER_FIGURE)})" \
             if len(configs) > PANELS_PER_FIGURE else ""
@@ -119,6 +129,7 @@ _AXIS_PREFERENCE = [("model.width", "model.depth"), ("n", "batch_size"), ("steps
 def heatmap_axes(keys: list[str], table: pd.DataFrame) -> tuple[str | None, str | None]:
     """(x, y) configuration keys for the heatmaps: width × depth or n × batch size when both vary,
     else the two keys with the most values (x the one with more); None when fewer keys vary."""
+    keys = independent_keys(keys, table)
     for x, y in _AXIS_PREFERENCE:
         if x in keys and y in keys:
             return x, y
@@ -137,9 +148,9 @@ def plot_heatmaps(configs: pd.DataFrame, keys: list[str], out_dir: Path, panels:
     """(c): `configs` has one row per configuration (seed means); `panels` lists (column, title, format).
     Keys besides the two axes become rows of panels (one per value combination, at most 4)."""
     x, y = heatmap_axes(keys, configs)
-    rest = [k for k in keys if k not in (x, y)]
+    rest = [k for k in independent_keys(keys, configs) if k not in (x, y)]
     facets = list(configs.groupby(rest, sort=True)) if rest else [((), configs)]
-    facets = facets[:4]
+    facets = facets[:MAX_FACETS]  # the rest are in configurations.csv
     ncols = len(panels)
     xs = _sort_values(configs[x].unique()) if x else [None]
     ys = _sort_values(configs[y].unique()) if y else [None]

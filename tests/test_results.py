@@ -54,6 +54,7 @@ def test_pair_stats_on_a_constructed_pair():
     st = pair_stats(real, ideal)
     assert st.converged_at == 1000
     assert st.max_gap_before == pytest.approx(0.06)  # steps <= 1000
+    assert st.mean_gap_before == pytest.approx((0.02 + 0.03 + 0.06) / 3)  # from step 10: ideal 10% below its start
     assert st.gap_at_convergence == pytest.approx(0.06) and st.gap_final == pytest.approx(0.08)
     assert (st.real_final, st.ideal_final, st.last_step) == (0.36, 0.28, 2000)
     never = pair_stats(real.assign(**{TRAIN_ERR: 0.5}), ideal)
@@ -93,6 +94,7 @@ seeds: 2
 claims:
   - {kind: gap_before_convergence, claim: both worlds agree, max: 0.5}
   - {kind: monotone, claim: more data never hurts much, key: n, metric: real_final, tolerance: 1.0}
+  - {kind: gap_before_convergence, claim: the averaged curves agree, statistic: mean, curves: averaged, max: 0.5}
   - {kind: gap_before_convergence, claim: the worlds agree to 0.001%, max: 0.00001}
 """
 
@@ -180,19 +182,39 @@ def test_claims_are_checked_and_report_check_exits_non_zero_when_one_fails(study
     from results.report import build_report
     study_dir, _ = study
     verdicts = build_report(study_dir).verdicts
-    assert [v.word for v in verdicts] == ["holds", "holds", "FAILS"]
-    assert re.match(r"max \|bootstrap error\| before convergence [\d.]+% \(cnn n=64\), ", verdicts[0].evidence)
+    assert [v.word for v in verdicts] == ["holds", "holds", "holds", "FAILS"]
+    assert verdicts[2].evidence.startswith("mean |bootstrap error| before convergence of the seed-averaged curves: ")
+    assert re.match(r"max \|bootstrap error\| before convergence \(per seed, mean over seeds\): [\d.]+% \(cnn n=64\), ",
+                    verdicts[0].evidence)
     assert main(["report", str(study_dir), "--check"]) == 1
     out = capsys.readouterr()
-    assert "[claim]       FAILS: the worlds agree to 0.001%" in out.out and "1 of 3 claims did not hold" in out.err
+    assert "[claim]       FAILS: the worlds agree to 0.001%" in out.out and "1 of 4 claims did not hold" in out.err
     manifest = study_dir / "sweep.json"
     doc = json.loads(manifest.read_text())
-    manifest.write_text(json.dumps({**doc, "claims": doc["claims"][:2]}))
+    manifest.write_text(json.dumps({**doc, "claims": doc["claims"][:3]}))
     try:
         assert main(["report", str(study_dir), "--check"]) == 0
-        assert "[check] all 2 claims hold" in capsys.readouterr().out
+        assert "[check] all 3 claims hold" in capsys.readouterr().out
     finally:
         manifest.write_text(json.dumps(doc))
+
+
+def test_a_trial_still_running_is_reported_with_the_rows_it_has(study, tmp_path):
+    import shutil
+
+    from results.report import build_report
+    study_dir, _ = study
+    copy = tmp_path / "tiny"
+    shutil.copytree(study_dir, copy)
+    trial = copy / "cnn-w32-d2-bs16-real-n256-s0"
+    (trial / "summary.json").unlink()  # what a trial looks like mid-run: config.yaml and some rows
+    rows = pd.read_csv(trial / "metrics.csv")
+    rows.head(3).to_csv(trial / "metrics.csv", index=False)
+    report = build_report(copy)
+    md = (report.index.parent / "report.md").read_text()
+    assert "cnn-w32-d2-bs16-real-n256-s0: running (no summary.json yet" in md
+    curves = pd.read_parquet(report.index.parent / "curves.parquet")
+    assert len(curves[curves.trial == trial.name]) == 3
 
 
 def test_report_of_a_wrong_path_is_a_one_line_error(tmp_path, capsys):
@@ -203,3 +225,63 @@ def test_report_of_a_wrong_path_is_a_one_line_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "holds no trials yet" in capsys.readouterr().err
 
+
+
+def test_early_stop_cuts_a_converged_real_world_run_and_the_report_shows_where(make_cfg):
+    from launch.run import run_pair
+    from results.report import build_report
+    cfg = make_cfg("world=both", "n=64", "steps=200", "eval.points=40", "optim.lr=0.1",
+                   "early_stop.train_error_below=0.05", "early_stop.patience=2")
+    real, ideal = run_pair(cfg)
+    assert ideal["steps_done"] == 200 and "stopped_early_at" not in ideal  # the Ideal World runs its budget
+    cut = real["stopped_early_at"]
+    assert real["status"] == "completed" and real["steps_done"] == cut < 200
+    rows = pd.read_csv(f"{cfg.out_dir}/t/{real['trial']}/metrics.csv")
+    assert rows.step.iloc[-1] == cut and (rows[TRAIN_ERR].iloc[-2:] < 0.05).all() and rows[TRAIN_ERR].iloc[-3] >= 0.05
+    report = build_report(f"{cfg.out_dir}/t")
+    md = (report.index.parent / "report.md").read_text()
+    assert "| Real stopped early at |" in md and f"| {cut:,} |" in md
+
+
+def test_claim_kinds_on_constructed_configuration_tables():
+    from results.claims import check_claims
+    keys = ["model.name", "corrupt.pixels"]
+    configs = pd.DataFrame({
+        "configuration": ["cnn none", "cnn shuffled", "mlp none", "mlp shuffled"],
+        "model.name": ["cnn", "cnn", "mlp", "mlp"], "corrupt.pixels": ["none", "shuffled"] * 2,
+        "ideal_final_mean": [0.05, 0.30, 0.40, 0.41], "converged_at_mean": [100, float("nan"), 300, 320],
+        "max_gap_before_mean": [0.01, 0.02, 0.03, 0.02]})
+    trials = pd.DataFrame({"world": ["real"] * 2, "model.name": ["cnn", "mlp"], "steps": [1000, 1000],
+                           "final/train/error": [0.0, 0.01], "final/test/error": [0.89, 0.91], "num_classes": [10, 10]})
+    shuffle = {"key": "corrupt.pixels", "from": "none", "to": "shuffled", "group": "model.name"}
+    claims = [
+        {"kind": "larger_effect", "metric": "ideal_final", "larger": "cnn", "smaller": "mlp", **shuffle},
+        {"kind": "larger_effect", "metric": "ideal_final", "larger": "mlp", "smaller": "cnn", **shuffle},
+        {"kind": "effect", "key": "corrupt.pixels", "from": "none", "to": "shuffled", "metric": "converged_at",
+         "min_ratio": 1.0},  # never converged counts as the 1,000-step budget: 100 -> 1,000, 300 -> 320
+        {"kind": "effect", "key": "corrupt.pixels", "from": "none", "to": "shuffled", "metric": "ideal_final",
+         "max_change": 0.02},  # the CNN moves by 0.25
+        {"kind": "memorizes_at_chance", "train_error_max": 0.02, "test_error_min": 0.85},
+        {"kind": "memorizes_at_chance", "train_error_max": 0.005, "test_error_min": 0.85},
+        {"kind": "gap_before_convergence", "max": 0.03, "where": {"model.name": "mlp"}},
+        {"kind": "monotone", "key": "n", "metric": "real_final"},  # n does not vary here
+    ]
+    verdicts = check_claims(claims, trials, configs, keys)
+    assert [v.holds for v in verdicts] == [True, False, True, False, True, False, True, None]
+    assert "cnn +25.0 points, mlp +1.0 points" in verdicts[0].evidence
+    assert "cnn: 100 steps → 1,000 steps; mlp: 300 steps → 320 steps" in verdicts[2].evidence
+    assert "(chance 90.0%)" in verdicts[4].evidence and "'n' does not vary" in verdicts[7].evidence
+    monotone = pd.DataFrame({"configuration": ["a", "b", "c"], "n": [100, 1000, 500],
+                             "real_final_mean": [0.30, 0.115, 0.11]})
+    ok, bumpy = check_claims([{"kind": "monotone", "key": "n", "metric": "real_final", "tolerance": 0.01},
+                              {"kind": "monotone", "key": "n", "metric": "real_final"}], trials, monotone, ["n"])
+    assert (ok.holds, bumpy.holds) == (True, False)  # sorted by n: 0.30 -> 0.11 -> 0.115
+
+
+def test_heatmap_axes_prefer_width_by_depth_and_skip_keys_tied_to_the_family():
+    from results.plots import heatmap_axes
+    grid = pd.DataFrame([(w, d, 500) for w in (8, 16, 32) for d in (2, 3)], columns=["model.width", "model.depth", "n"])
+    assert heatmap_axes(["model.width", "model.depth", "n"], grid) == ("model.width", "model.depth")
+    zipped = pd.DataFrame({"model.name": ["mlp", "cnn", "resnet"] * 2, "model.width": [256, 32, 16] * 2,
+                           "model.depth": [3, 3, 10] * 2, "n": [1000] * 3 + [4000] * 3})
+    assert heatmap_axes(["model.name", "model.width", "model.depth", "n"], zipped) == ("model.name", "n")

@@ -105,6 +105,17 @@ def test_varying_keys_outside_the_default_name_are_appended_to_trial_names(tmp_p
     assert "mlp-w32-d2-bs32-real-n256-s0-lr0.1" in names and "mlp-w32-d2-bs32-ideal-s0-lr0.01" in names
 
 
+def test_zip_groups_advance_together_and_cross_each_other(tmp_path):
+    path = tmp_path / "z.yaml"
+    path.write_text("name: z\nbase: {source: teacher, steps: 10, n: 64}\n"
+                    "zip:\n  - {model.name: [mlp, cnn], model.width: [32, 8]}\n"
+                    "  - {corrupt.random_labels: [true, false], corrupt.pixels: [none, shuffled]}\n")
+    trials = load_sweep(path).trials
+    got = {(t.cfg.model.name, t.cfg.model.width, t.cfg.corrupt.random_labels, t.cfg.corrupt.pixels) for t in trials}
+    assert got == {(m, w, r, p) for m, w in (("mlp", 32), ("cnn", 8)) for r, p in ((True, "none"), (False, "shuffled"))}
+    assert "mlp-w32-d3-bs128-real-n64-s0-randlabels" in {t.name for t in trials}  # corruptions: one short tag
+
+
 # --- real sweeps on a local Ray instance -------------------------------------------------------------
 
 @pytest.mark.slow
