@@ -210,7 +210,8 @@ def pair_table(trials: pd.DataFrame, curves: pd.DataFrame, varying: list[str],
         if twin is None or not len(rc) or not len(ic):
             continue
         stats = pair_stats(rc.sort_values("step"), ic.sort_values("step"), threshold)
-        values = trials.loc[trials.trial == r.trial, keys].iloc[0].to_dict()
+        row = trials[trials.trial == r.trial]
+        values = {k: row[k].iloc[0] for k in keys}  # per column: a row Series would turn ints into floats
         rows.append({"real": r.trial, "ideal": twin, "pair_key": r.pair_key, "seed": r.seed,
                      "configuration": label({k: values[k] for k in named}), **values, **vars(stats),
                      "stopped_early_at": getattr(r, "stopped_early_at", None), "real_status": r.status, "ideal_status": trials.loc[trials.trial == twin, "status"].iloc[0]})

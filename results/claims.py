@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from lightning_modules.metrics import ERROR, TEST, TRAIN, metric_name
+from results.analysis import label
 
 # Per-configuration metrics (columns of the report's configurations table, means over seeds).
 METRICS = {
@@ -108,8 +109,16 @@ def _select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
     vary in the study (configuration tables only have the varying keys), so it filters nothing."""
     for k, v in (where or {}).items():
         if k in df:
-            df = df[df[k].astype(str) == str(v)]
+            df = df[[_same(x, v) for x in df[k]]]
     return df
+
+
+def _same(a, b) -> bool:
+    """256 == 256.0 == '256'; otherwise compared as text (True == 'True', 'none' == 'none')."""
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
 
 
 def _pct(v: float) -> str:
@@ -184,10 +193,12 @@ def _changes(c, configs, keys, steps) -> list[tuple[str, dict, float, float]]:
     others = [k for k in keys if k != key]
     out = []
     for name, g in (sel.groupby(others, sort=False) if others else [("all", sel)]):
-        a, b = g[g[key].astype(str) == str(c["from"])], g[g[key].astype(str) == str(c["to"])]
+        a = g[[_same(x, c["from"]) for x in g[key]]]
+        b = g[[_same(x, c["to"]) for x in g[key]]]
         if len(a) and len(b):
             name = name if isinstance(name, tuple) else (name,)
-            out.append((" ".join(map(str, name)), dict(zip(others, name, strict=False)),
+            values = dict(zip(others, name, strict=False))
+            out.append((label(values) if others else "all", values,
                         float(a._m.iloc[0]), float(b._m.iloc[0])))
     if not out:
         raise _NotCheckable(f"no configurations with both {key}={c['from']} and {key}={c['to']}")

@@ -173,8 +173,8 @@ def plot_heatmaps(configs: pd.DataFrame, keys: list[str], out_dir: Path, panels:
                     txt = "—" if not np.isfinite(v) else fmt.format(v)
                     bright = finite.size and np.isfinite(v) and v > (finite.min() + finite.max()) / 2
                     ax.text(gj, gi, txt, ha="center", va="center", fontsize=8, color="black" if bright else "white")
-            ax.set_xticks(range(len(xs)), [str(v) for v in xs])
-            ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+            ax.set_xticks(range(len(xs)), [str(v) for v in xs] if x else [""])
+            ax.set_yticks(range(len(ys)), [str(v) for v in ys] if y else [""])
             ax.set_xlabel(x or "")
             ax.set_ylabel(y or "")
             ax.grid(False)

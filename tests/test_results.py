@@ -285,3 +285,11 @@ def test_heatmap_axes_prefer_width_by_depth_and_skip_keys_tied_to_the_family():
     zipped = pd.DataFrame({"model.name": ["mlp", "cnn", "resnet"] * 2, "model.width": [256, 32, 16] * 2,
                            "model.depth": [3, 3, 10] * 2, "n": [1000] * 3 + [4000] * 3})
     assert heatmap_axes(["model.name", "model.width", "model.depth", "n"], zipped) == ("model.name", "n")
+
+
+def test_claim_filters_match_numbers_across_int_float_and_text():
+    from results.claims import _select
+    df = pd.DataFrame({"model.width": [4.0, 256.0], "corrupt.random_labels": [False, True], "pixels": ["none", "x"]})
+    assert list(_select(df, {"model.width": 256}).index) == [1]  # a float column, an int in the sweep file
+    assert list(_select(df, {"corrupt.random_labels": True, "pixels": "x"}).index) == [1]
+    assert list(_select(df, {"not.varying": 3}).index) == [0, 1]  # a key that does not vary filters nothing
