@@ -48,6 +48,14 @@ def provenance() -> dict:
     return {"git_commit": git_commit(), "versions": versions(), "argv": " ".join(sys.argv), "host": platform.node()}
 
 
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write to a temporary file beside `path`, then rename: a reader never sees a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
 def _json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # "nan" / "inf": valid JSON, and a diverged run's numbers stay visible
@@ -75,9 +83,7 @@ class RunRecorder:
             return
         doc = OmegaConf.to_container(cfg, resolve=True)
         doc["provenance"] = extra
-        tmp = self.run_dir / "config.yaml.tmp"
-        tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(doc)))
-        os.replace(tmp, self.run_dir / "config.yaml")
+        atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(doc)))
 
     def start_metrics(self, columns: list[str], keep_until_step: int = 0) -> None:
         """Open metrics.csv with these columns; rows of steps <= keep_until_step survive a resume."""
@@ -104,6 +110,5 @@ class RunRecorder:
     def write_summary(self, summary: dict) -> None:
         if not self.enabled:
             return
-        tmp = self.run_dir / "summary.json.tmp"
-        tmp.write_text(json.dumps({k: _json_safe(v) for k, v in summary.items()}, indent=2) + "\n")
-        os.replace(tmp, self.run_dir / "summary.json")
+        atomic_write_text(self.run_dir / "summary.json",
+                          json.dumps({k: _json_safe(v) for k, v in summary.items()}, indent=2) + "\n")

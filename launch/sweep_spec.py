@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from launch import config
 from launch.config import ConfigError
+from launch.recorder import atomic_write_text
 from results.claims import ClaimError, validate_claims
 
 TOP_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "resources", "max_failures", "claims", "smoke")
@@ -71,11 +72,7 @@ class Sweep:
         doc = {"name": self.name, "file": str(self.path), "text": self.path.read_text(), "smoke": smoke,
                "overrides": list(overrides), "trials": [t.name for t in self.trials], "varying": self.varying_keys,
                "claims": self.claims}
-        path = self.study_dir / "sweep.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(path)
-        return path
+        return atomic_write_text(self.study_dir / "sweep.json", json.dumps(doc, indent=2) + "\n")
 
     def samples(self) -> dict[str, int]:
         """Samples drawn by each world (steps x batch_size summed over its trials), and the

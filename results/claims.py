@@ -183,25 +183,33 @@ def _memorizes(c, trials, configs, keys, steps):
     return evidence, bool(train.max() <= c["train_error_max"] and test.min() >= c["test_error_min"])
 
 
+def _groups(c, configs, keys, steps):
+    """(label, values of the other keys, rows) for each group of matching configurations that differ
+    only in the claim's `key`; the rows carry the claim's metric as `_m`."""
+    key = c["key"]
+    if key not in configs:
+        raise _NotCheckable(f"'{key}' does not vary in this study")
+    sel = _select(configs, c.get("where")).assign(_m=lambda d: _metric(d, c["metric"], steps))
+    others = [k for k in keys if k != key]
+    if not others:
+        yield "all", {}, sel
+        return
+    for name, g in sel.groupby(others, sort=False):
+        values = dict(zip(others, name if isinstance(name, tuple) else (name,), strict=True))
+        yield label(values), values, g
+
+
 def _changes(c, configs, keys, steps) -> list[tuple[str, dict, float, float]]:
     """(group label, the group's values of the other keys, metric at `from`, metric at `to`) for each
     group of configurations that differ only in `key`."""
-    key, metric = c["key"], c["metric"]
-    if key not in configs:
-        raise _NotCheckable(f"'{key}' does not vary in this study")
-    sel = _select(configs, c.get("where")).assign(_m=lambda d: _metric(d, metric, steps))
-    others = [k for k in keys if k != key]
     out = []
-    for name, g in (sel.groupby(others, sort=False) if others else [("all", sel)]):
-        a = g[[_same(x, c["from"]) for x in g[key]]]
-        b = g[[_same(x, c["to"]) for x in g[key]]]
+    for name, values, g in _groups(c, configs, keys, steps):
+        a = g[[_same(x, c["from"]) for x in g[c["key"]]]]
+        b = g[[_same(x, c["to"]) for x in g[c["key"]]]]
         if len(a) and len(b):
-            name = name if isinstance(name, tuple) else (name,)
-            values = dict(zip(others, name, strict=False))
-            out.append((label(values) if others else "all", values,
-                        float(a._m.iloc[0]), float(b._m.iloc[0])))
+            out.append((name, values, float(a._m.iloc[0]), float(b._m.iloc[0])))
     if not out:
-        raise _NotCheckable(f"no configurations with both {key}={c['from']} and {key}={c['to']}")
+        raise _NotCheckable(f"no configurations with both {c['key']}={c['from']} and {c['key']}={c['to']}")
     return out
 
 
@@ -238,17 +246,12 @@ def _larger_effect(c, trials, configs, keys, steps):
 
 def _monotone(c, trials, configs, keys, steps):
     key, m = c["key"], c["metric"]
-    if key not in configs:
-        raise _NotCheckable(f"'{key}' does not vary in this study")
     sign = -1 if c.get("direction", "decreasing") == "decreasing" else 1
     tol = float(c.get("tolerance", 0.0))
-    others = [k for k in keys if k != key]
-    sel = _select(configs, c.get("where")).assign(_m=lambda d: _metric(d, m, steps))
     ok, parts = True, []
-    for name, g in (sel.groupby(others, sort=False) if others else [("all", sel)]):
+    for name, _, g in _groups(c, configs, keys, steps):
         g = g.sort_values(key, key=lambda s: pd.to_numeric(s, errors="coerce"))
         v = g._m.to_numpy()
         ok &= bool(all(sign * (v[i + 1] - v[i]) >= -tol for i in range(len(v) - 1)))
-        label = " ".join(map(str, name)) if isinstance(name, tuple) else str(name)
-        parts.append(f"{label}: " + " → ".join(f"{_num(m, x)} ({key}={k})" for x, k in zip(v, g[key], strict=True)))
+        parts.append(f"{name}: " + " → ".join(f"{_num(m, x)} ({key}={k})" for x, k in zip(v, g[key], strict=True)))
     return f"{METRICS[m]}: " + "; ".join(parts) + f" (tolerance {_num(m, tol)})", ok

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from results.analysis import TEST_SOFT, TRAIN_SOFT, independent_keys  # noqa: E402
+from results.analysis import TEST_SOFT, TRAIN_SOFT, align, independent_keys  # noqa: E402
 
 PANELS_PER_FIGURE = 12
 MAX_FACETS = 4  # rows of heatmaps (values of the keys besides the two axes)
@@ -98,7 +98,7 @@ def plot_curves(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, stem: 
     return paths
 
 
-def plot_scatter(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, align) -> Path:
+def plot_scatter(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> Path:
     """(b): every pair and aligned evaluation step; colour = configuration."""
     fig, ax = plt.subplots(figsize=(6.4, 5.4), constrained_layout=True)
     configs = list(dict.fromkeys(pairs.configuration))

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from launch.recorder import atomic_write_text
 from results import plots
 from results.aggregate import Study, load_study, write_tables
 from results.analysis import (
     CONVERGED_BELOW,
     TEST_SOFT,
     TRAIN_ERR,
-    align,
     compared_keys,
     fmt_pm,
     label,
@@ -280,10 +280,7 @@ def build_report(study_dir: str | Path, *, target: float | None = None, speed_st
                Block("list", _problems(study) or ["none: every trial completed"])]
     blocks += _provenance_blocks(study)
     (out / "report.md").write_text(to_markdown(blocks, out))
-    index = out / "index.html"
-    tmp = out / "index.html.tmp"
-    tmp.write_text(to_html(blocks, f"twoworlds report: {study.name}"))
-    tmp.replace(index)
+    index = atomic_write_text(out / "index.html", to_html(blocks, f"twoworlds report: {study.name}"))
     return Report(index, verdicts)
 
 
@@ -304,7 +301,7 @@ def _plot_blocks(a: Analysis, out: Path) -> list[Block]:
     for i, path in enumerate(plots.plot_curves(a.pairs, curves, out)):
         blocks.append(Block("image", path, f"(a{'' if i == 0 else i + 1}) Test soft error of both worlds and the "
                                            "Real World's train soft error against steps (the paper's Figure 1)."))
-    blocks.append(Block("image", plots.plot_scatter(a.pairs, curves, out, align),
+    blocks.append(Block("image", plots.plot_scatter(a.pairs, curves, out),
                         "(b) Real against Ideal World test soft error at every evaluation step of every pair."))
     panels = [("gap_at_convergence_mean", "bootstrap error at convergence", "{:+.3f}"),
               ("ideal_steps_to_target_mean", f"Ideal World steps to {a.target:.0%} test soft err", "{:,.0f}"),

@@ -1,5 +1,5 @@
 """The end-of-sweep summary: every trial's status and final errors, and each Real World trial's
-final gap to its Ideal World twin (same pair key, same seed). Read from the trials' own
+final gap to its Ideal World twin (same pair key: same config and seed). Read from the trials' own
 summary.json files, so it works on a finished, interrupted or still-running study."""
 
 from __future__ import annotations
@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lightning_modules.metrics import SOFT_ERROR, TEST, TRAIN, metric_name
-
-TEST_SOFT, TRAIN_SOFT = metric_name(TEST, SOFT_ERROR), metric_name(TRAIN, SOFT_ERROR)
+from results.analysis import TEST_SOFT, TRAIN_SOFT
 
 
 def collect(study_dir: str | Path, expected: list[str] | None = None) -> list[dict]:
@@ -29,10 +27,6 @@ def collect(study_dir: str | Path, expected: list[str] | None = None) -> list[di
     return out
 
 
-def _seed(trial: str) -> str:
-    return trial.rsplit("-s", 1)[-1].split("-")[0]
-
-
 def format_summary(study: str, trials: list[dict]) -> str:
     width = max([len("trial")] + [len(t["trial"]) for t in trials])
     lines = [f"{'trial':<{width}}  {'status':<11} {'steps':>7} {'test soft err':>14} {'train soft err':>15}",
@@ -42,10 +36,10 @@ def format_summary(study: str, trials: list[dict]) -> str:
         test, train = final.get(TEST_SOFT), final.get(TRAIN_SOFT)
         lines.append(f"{t['trial']:<{width}}  {t.get('status', '?'):<11} {t.get('steps_done', 0):>7,} "
                      f"{'' if test is None else f'{test:.4f}':>14} {'' if train is None else f'{train:.4f}':>15}")
-    ideal = {(t.get("pair_key"), _seed(t["trial"])): t for t in trials if t.get("world") == "ideal"}
+    ideal = {t.get("pair_key"): t for t in trials if t.get("world") == "ideal"}  # the pair key includes the seed
     gaps = []
     for t in trials:
-        twin = ideal.get((t.get("pair_key"), _seed(t["trial"])))
+        twin = ideal.get(t.get("pair_key"))
         if t.get("world") == "real" and twin and TEST_SOFT in (t.get("final") or {}) and TEST_SOFT in (twin.get("final") or {}):
             gaps.append(f"  {t['trial']:<{width}}  {t['final'][TEST_SOFT] - twin['final'][TEST_SOFT]:+.4f}")
     if gaps:
