@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from datamodules import DataConfig, build_source
-from datamodules.datamodule import TensorBatches, WorldDataModule
-from datamodules.worlds import WorldPlan
+from twoworlds.datamodules import DataConfig, build_source
+from twoworlds.datamodules.datamodule import TensorBatches, WorldDataModule
+from twoworlds.datamodules.worlds import WorldPlan
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -83,7 +82,7 @@ def main() -> None:
     dm.setup("fit")
     results = {"tensor": rate(TensorBatches(dm), args.batches, args.batch_size)}
     try:
-        from datamodules.ffcv_loader import FFCVBatches, write_pool_beton
+        from twoworlds.datamodules.ffcv_loader import FFCVBatches, write_pool_beton
         path = write_pool_beton(source, tmp / "cache", params={"npz": "cifar_like.npz"})
         results["ffcv"] = rate(FFCVBatches(dm, path, num_workers=args.workers), args.batches, args.batch_size)
     except (ImportError, ValueError) as e:

@@ -14,9 +14,8 @@ import time
 
 import numpy as np
 import torch
-
-from datamodules.mnist1d import MNIST1DSource
-from datamodules.sources import DataConfig
+from twoworlds.datamodules.mnist1d import MNIST1DSource
+from twoworlds.datamodules.sources import DataConfig
 
 TARGET = 200_000  # samples/s on 2 CPU cores
 

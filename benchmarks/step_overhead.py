@@ -20,9 +20,8 @@ import time
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-
-from launch import config
-from launch.run import build, run_trial
+from twoworlds.launch import config
+from twoworlds.launch.run import build, run_trial
 
 MODELS = {"mlp": ["model.name=mlp", "model.width=256", "model.depth=3"],
           "cnn": ["model.name=cnn", "model.width=32", "model.depth=3"]}

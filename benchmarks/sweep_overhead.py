@@ -31,14 +31,14 @@ resources: {{cpu: 1, workers: {workers}}}
 
 def sweep_seconds(path: Path, out: Path) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "launch.cli", "sweep", str(path), f"out_dir={out}"], cwd=REPO,
+    subprocess.run([sys.executable, "-m", "twoworlds.launch.cli", "sweep", str(path), f"out_dir={out}"], cwd=REPO,
                    check=True, capture_output=True, text=True)
     return time.perf_counter() - start
 
 
 def plain_seconds(path: Path, out: Path) -> float:
-    from launch.run import run_trial
-    from launch.sweep_spec import load_sweep
+    from twoworlds.launch.run import run_trial
+    from twoworlds.launch.sweep_spec import load_sweep
     trials = load_sweep(path, [f"out_dir={out}", "progress=false"]).trials
     start = time.perf_counter()
     for t in trials:

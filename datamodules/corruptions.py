@@ -20,9 +20,8 @@ import zlib
 from dataclasses import dataclass
 
 import torch
-
-from datamodules import rng
-from datamodules.sources import (
+from twoworlds.datamodules import rng
+from twoworlds.datamodules.sources import (
     STREAM_CORRUPT_GAUSSIAN,
     STREAM_CORRUPT_LABEL,
     STREAM_CORRUPT_PIXELS,

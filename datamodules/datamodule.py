@@ -11,12 +11,11 @@ from collections.abc import Iterator
 
 import pytorch_lightning as pl
 import torch
-
-from datamodules import rng
-from datamodules.augment import prepare_images
-from datamodules.sources import Source
-from datamodules.worlds import WorldPlan, rank_slice
-from lightning_modules.metrics import TEST, TRAIN
+from twoworlds.datamodules import rng
+from twoworlds.datamodules.augment import prepare_images
+from twoworlds.datamodules.sources import Source
+from twoworlds.datamodules.worlds import WorldPlan, rank_slice
+from twoworlds.lightning_modules.metrics import TEST, TRAIN
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (x, y, ids)
 STREAM_AUGMENT = 104  # augmentation randomness of step s: a function of (run seed, s)
@@ -80,7 +79,7 @@ class WorldDataModule(pl.LightningDataModule):
         self.real: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         if loader == "ffcv":
-            from datamodules.ffcv_loader import FFCV_MISSING, beton_path, ffcv_available
+            from twoworlds.datamodules.ffcv_loader import FFCV_MISSING, beton_path, ffcv_available
             if not ffcv_available():
                 raise ValueError(FFCV_MISSING)
             beton_path(source, cache_dir, self.cache_params)  # refuses unbounded pools up front
@@ -89,7 +88,7 @@ class WorldDataModule(pl.LightningDataModule):
         # Lightning runs this once per node (local rank 0) before `setup`: the pool's .beton is
         # written once, and every rank's `setup` then finds and reuses it.
         if self.loader == "ffcv":
-            from datamodules.ffcv_loader import write_pool_beton
+            from twoworlds.datamodules.ffcv_loader import write_pool_beton
             write_pool_beton(self.source, self.cache_dir, self.cache_params)
 
     def setup(self, stage: str | None = None) -> None:
@@ -102,7 +101,7 @@ class WorldDataModule(pl.LightningDataModule):
             self.real = (x.to(self.device), y.to(self.device), ids.to(self.device))
         self.eval_sets = self._build_eval_sets()
         if self.loader == "ffcv" and self.beton is None:
-            from datamodules.ffcv_loader import write_pool_beton
+            from twoworlds.datamodules.ffcv_loader import write_pool_beton
             self.beton = write_pool_beton(self.source, self.cache_dir, self.cache_params)
 
     def eval_split_names(self) -> list[str]:
@@ -141,7 +140,7 @@ class WorldDataModule(pl.LightningDataModule):
 
     def train_dataloader(self):
         if self.loader == "ffcv":
-            from datamodules.ffcv_loader import FFCVBatches
+            from twoworlds.datamodules.ffcv_loader import FFCVBatches
             return FFCVBatches(self, self.beton, self.start_step)
         return TensorBatches(self, self.start_step)
 

@@ -39,12 +39,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-
-from datamodules.worlds import rank_slice
+from twoworlds.datamodules.worlds import rank_slice
 
 if TYPE_CHECKING:
-    from datamodules.datamodule import WorldDataModule
-    from datamodules.sources import Source
+    from twoworlds.datamodules.datamodule import WorldDataModule
+    from twoworlds.datamodules.sources import Source
 
 FFCV_MISSING = "loader=ffcv needs FFCV: pip install -e '.[ffcv]' (and apt libopencv-dev libturbojpeg0-dev)"
 CHUNK = 4096  # pool ids read from the source at a time while writing

@@ -27,8 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from datamodules.sources import DataConfig, Source, register_source
+from twoworlds.datamodules.sources import DataConfig, Source, register_source
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"

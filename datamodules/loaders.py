@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 
 import torch
-
-from datamodules.sources import Source
+from twoworlds.datamodules.sources import Source
 
 LOADERS = ("tensor", "ffcv", "auto")
 ROOM = 0.5  # the pool may take at most this fraction of the free memory for `tensor`
@@ -43,7 +42,7 @@ def choose_loader(requested: str, source: Source, device: torch.device) -> tuple
     gb = f"pool of {source.pool_size:,} samples is {need / 1e9:.2f} GB, {device.type} has {free / 1e9:.1f} GB free"
     if need <= ROOM * free:
         return "tensor", f"the {gb}: it fits with room to spare"
-    from datamodules.ffcv_loader import ffcv_available
+    from twoworlds.datamodules.ffcv_loader import ffcv_available
     if ffcv_available():
         return "ffcv", f"the {gb}: too large to hold, streamed from a .beton file"
     return "tensor", f"the {gb}, but FFCV is not installed: reading batches from the source's files"

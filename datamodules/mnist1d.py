@@ -25,9 +25,8 @@ import torch
 from mnist1d.data import get_dataset_args, get_templates
 from mnist1d.transform import interpolate
 from scipy.ndimage import gaussian_filter
-
-from datamodules import rng
-from datamodules.sources import DataConfig, Source, register_source
+from twoworlds.datamodules import rng
+from twoworlds.datamodules.sources import DataConfig, Source, register_source
 
 # Private rng stream: MNIST-1D's per-sample draws never share bits with other sources' streams.
 STREAM_MNIST1D = 11

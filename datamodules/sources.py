@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-
-from datamodules import rng
+from twoworlds.datamodules import rng
 
 # Unbounded pools use ids [0, TEST_OFFSET); their test ids start here. 2**40 ids is far more than
 # any step budget (39,000 steps x 128 is 5e6).

@@ -19,9 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from datamodules import rng
-from datamodules.sources import Source
+from twoworlds.datamodules import rng
+from twoworlds.datamodules.sources import Source
 
 WORLDS = ("real", "ideal")
 # Unbounded pools: each run seed draws from its own window of 2**32 consecutive ids, so runs with

@@ -12,10 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytorch_lightning as pl
-
-from launch.recorder import RunRecorder
-from lightning_modules.classification import ClassificationModule
-from lightning_modules.metrics import ERROR, SOFT_ERROR, TEST, TRAIN, metric_name
+from twoworlds.launch.recorder import RunRecorder
+from twoworlds.lightning_modules.classification import ClassificationModule
+from twoworlds.lightning_modules.metrics import ERROR, SOFT_ERROR, TEST, TRAIN, metric_name
 
 ROW_FIELDS = ("step", "epoch", "samples_seen", "lr", "wall_time")
 

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from launch.config import ConfigError
+from twoworlds.launch.config import ConfigError
 
 DEMO_SWEEP = str(Path(__file__).resolve().parent.parent / "sweeps" / "quickstart.yaml")
 
@@ -80,8 +80,7 @@ def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
 
 def _keys() -> int:
     from omegaconf import OmegaConf
-
-    from launch.config import all_keys, schema
+    from twoworlds.launch.config import all_keys, schema
     cfg = schema()
     for key in all_keys(cfg):
         value = OmegaConf.select(cfg, key)
@@ -91,9 +90,9 @@ def _keys() -> int:
 
 
 def _run(path: str | None, overrides: list[str]) -> int:
-    from launch import config
+    from twoworlds.launch import config
     cfg = config.load(path, overrides)  # validate before the slow imports
-    from launch.run import comparison_table, run_pair, run_trial
+    from twoworlds.launch.run import comparison_table, run_pair, run_trial
     if cfg.world == "both":
         real, ideal = run_pair(cfg)
         print()
@@ -108,13 +107,13 @@ def _run(path: str | None, overrides: list[str]) -> int:
 
 def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smoke=False, address=None,
            num_cpus=None, report=False) -> int:
-    from launch.sweep_spec import load_sweep
+    from twoworlds.launch.sweep_spec import load_sweep
     sweep = load_sweep(path, overrides, smoke=smoke)  # every key checked before Ray starts
     if dry_run:
         print(sweep.table())
         return 0
-    from launch.sweep import run_sweep
-    from results.summary import collect, format_summary
+    from twoworlds.launch.sweep import run_sweep
+    from twoworlds.results.summary import collect, format_summary
     print(f"[sweep {sweep.name}] {len(sweep.trials)} trials; outputs in {sweep.study_dir}", flush=True)
     sweep.write_manifest(overrides, smoke)
     try:
@@ -132,8 +131,8 @@ def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smok
 
 
 def _report(study_dir: str, target: float | None = None, speed_step: int | None = None, check: bool = False) -> int:
-    from results.aggregate import StudyError
-    from results.report import build_report
+    from twoworlds.results.aggregate import StudyError
+    from twoworlds.results.report import build_report
     print(f"[report] reading {study_dir}", flush=True)
     try:
         report = build_report(study_dir, target=target, speed_step=speed_step)

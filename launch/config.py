@@ -14,13 +14,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
-
-from datamodules import corruptions
-from datamodules.corruptions import PIXELS, CorruptConfig
-from datamodules.sources import DataConfig
-from launch.callbacks import EarlyStopConfig
-from lightning_modules.classification import OPTIMIZERS, OptimConfig
-from lightning_modules.schedules import SCHEDULES
+from twoworlds.datamodules import corruptions
+from twoworlds.datamodules.corruptions import PIXELS, CorruptConfig
+from twoworlds.datamodules.sources import DataConfig
+from twoworlds.launch.callbacks import EarlyStopConfig
+from twoworlds.lightning_modules.classification import OPTIMIZERS, OptimConfig
+from twoworlds.lightning_modules.schedules import SCHEDULES
 
 
 @dataclass

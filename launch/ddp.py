@@ -16,12 +16,11 @@ from ray import tune
 from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
-
-from launch import config, trial_state
+from twoworlds.launch import config, trial_state
 
 
 def ddp_trial_fn(params: dict) -> None:
-    from launch.sweep import quiet_ray_logs
+    from twoworlds.launch.sweep import quiet_ray_logs
 
     quiet_ray_logs()
     p = params["trial"]
@@ -42,9 +41,8 @@ def ddp_trial_fn(params: dict) -> None:
 def _worker_loop(p: dict) -> None:
     import torch
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
-
-    from launch.run import run_trial
-    from launch.sweep import fault_callbacks, quiet_ray_logs
+    from twoworlds.launch.run import run_trial
+    from twoworlds.launch.sweep import fault_callbacks, quiet_ray_logs
 
     quiet_ray_logs()
     torch.set_num_threads(max(1, int(p["cpu"])))

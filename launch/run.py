@@ -11,19 +11,18 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
-
-from datamodules import build_source
-from datamodules.corruptions import corrupt_source, is_active
-from datamodules.datamodule import WorldDataModule
-from datamodules.loaders import choose_loader
-from datamodules.worlds import WorldPlan
-from launch.callbacks import ROW_FIELDS, EvaluationCallback
-from launch.config import ConfigError, flatten, pair_key, to_plain, trial_name
-from launch.recorder import RunRecorder, provenance
-from lightning_modules.classification import ClassificationModule
-from lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, metric_name
-from lightning_modules.networks import build_network
-from lightning_modules.schedules import eval_steps
+from twoworlds.datamodules import build_source
+from twoworlds.datamodules.corruptions import corrupt_source, is_active
+from twoworlds.datamodules.datamodule import WorldDataModule
+from twoworlds.datamodules.loaders import choose_loader
+from twoworlds.datamodules.worlds import WorldPlan
+from twoworlds.launch.callbacks import ROW_FIELDS, EvaluationCallback
+from twoworlds.launch.config import ConfigError, flatten, pair_key, to_plain, trial_name
+from twoworlds.launch.recorder import RunRecorder, provenance
+from twoworlds.lightning_modules.classification import ClassificationModule
+from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, metric_name
+from twoworlds.lightning_modules.networks import build_network
+from twoworlds.lightning_modules.schedules import eval_steps
 
 
 def quiet_lightning() -> None:

@@ -29,11 +29,10 @@ import ray  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
-
-from launch import config, trial_state  # noqa: E402
-from launch.config import ConfigError  # noqa: E402
-from launch.sweep_spec import Sweep  # noqa: E402
-from lightning_modules.metrics import SOFT_ERROR, TEST, metric_name  # noqa: E402
+from twoworlds.launch import config, trial_state  # noqa: E402
+from twoworlds.launch.config import ConfigError  # noqa: E402
+from twoworlds.launch.sweep_spec import Sweep  # noqa: E402
+from twoworlds.lightning_modules.metrics import SOFT_ERROR, TEST, metric_name  # noqa: E402
 
 TUNE_DIR = "_tune"
 FAULT_ENV = "TWOWORLDS_INJECT_FAILURE"  # "<trial name>:<step>": raise once at that step (tests)
@@ -47,8 +46,7 @@ FAULT_ENV = "TWOWORLDS_INJECT_FAILURE"  # "<trial name>:<step>": raise once at t
 def trial_fn(params: dict) -> None:
     """The Tune function trainable: one trial config, run to the end or to divergence."""
     import torch
-
-    from launch.run import run_trial
+    from twoworlds.launch.run import run_trial
 
     params = params["trial"]
     quiet_ray_logs()
@@ -177,7 +175,7 @@ def init_ray(address: str | None, sweep: Sweep, num_cpus: int | None = None) -> 
 def trainable_for(sweep: Sweep):
     r = sweep.resources
     if r.workers > 1:
-        from launch.ddp import ddp_trial_fn
+        from twoworlds.launch.ddp import ddp_trial_fn
         return tune.with_resources(ddp_trial_fn, {"CPU": 0.01})
     return tune.with_resources(trial_fn, {"CPU": r.cpu, "GPU": r.gpu})
 

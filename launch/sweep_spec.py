@@ -24,11 +24,10 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-
-from launch import config
-from launch.config import ConfigError
-from launch.recorder import atomic_write_text
-from results.claims import ClaimError, validate_claims
+from twoworlds.launch import config
+from twoworlds.launch.config import ConfigError
+from twoworlds.launch.recorder import atomic_write_text
+from twoworlds.results.claims import ClaimError, validate_claims
 
 TOP_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "resources", "max_failures", "claims", "smoke")
 RESOURCE_KEYS = ("cpu", "gpu", "workers")

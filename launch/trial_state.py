@@ -15,8 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
-
-from launch import config
+from twoworlds.launch import config
 
 CKPT_FILE = "last.ckpt"
 FINISHED = ("completed", "diverged")

@@ -14,9 +14,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from lightning_modules.metrics import KINDS, ClassificationErrors, metric_name
-from lightning_modules.schedules import SCHEDULES, lr_factor
+from twoworlds.lightning_modules.metrics import KINDS, ClassificationErrors, metric_name
+from twoworlds.lightning_modules.schedules import SCHEDULES, lr_factor
 
 OPTIMIZERS = ("sgd", "adamw")
 

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
-from lightning_modules.metrics import ERROR, SOFT_ERROR, TEST, TRAIN, metric_name
+from twoworlds.lightning_modules.metrics import ERROR, SOFT_ERROR, TEST, TRAIN, metric_name
 
 TEST_SOFT, TEST_ERR = metric_name(TEST, SOFT_ERROR), metric_name(TEST, ERROR)
 TRAIN_SOFT, TRAIN_ERR = metric_name(TRAIN, SOFT_ERROR), metric_name(TRAIN, ERROR)

@@ -42,9 +42,8 @@ import difflib
 from dataclasses import dataclass
 
 import pandas as pd
-
-from lightning_modules.metrics import ERROR, TEST, TRAIN, metric_name
-from results.analysis import label
+from twoworlds.lightning_modules.metrics import ERROR, TEST, TRAIN, metric_name
+from twoworlds.results.analysis import label
 
 # Per-configuration metrics (columns of the report's configurations table, means over seeds).
 METRICS = {

@@ -20,8 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-
-from results.analysis import TEST_SOFT, TRAIN_SOFT, align, independent_keys  # noqa: E402
+from twoworlds.results.analysis import TEST_SOFT, TRAIN_SOFT, align, independent_keys  # noqa: E402
 
 PANELS_PER_FIGURE = 12
 MAX_FACETS = 4  # rows of heatmaps (values of the keys besides the two axes)

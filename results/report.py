@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from launch.recorder import atomic_write_text
-from results import plots
-from results.aggregate import Study, load_study, write_tables
-from results.analysis import (
+from twoworlds.launch.recorder import atomic_write_text
+from twoworlds.results import plots
+from twoworlds.results.aggregate import Study, load_study, write_tables
+from twoworlds.results.analysis import (
     CONVERGED_BELOW,
     TEST_SOFT,
     TRAIN_ERR,
@@ -32,8 +31,8 @@ from results.analysis import (
     steps_to_target,
     value_at,
 )
-from results.claims import Verdict, check_claims
-from results.document import Block, to_html, to_markdown
+from twoworlds.results.claims import Verdict, check_claims
+from twoworlds.results.document import Block, to_html, to_markdown
 
 _PAIR_COLUMNS = ["converged_at", "max_gap_before", "mean_gap_before", "gap_at_convergence", "gap_final", "real_final", "ideal_final",
                  "ideal_steps_to_target", "ideal_at_step"]

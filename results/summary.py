@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from results.analysis import TEST_SOFT, TRAIN_SOFT
+from twoworlds.results.analysis import TEST_SOFT, TRAIN_SOFT
 
 
 def collect(study_dir: str | Path, expected: list[str] | None = None) -> list[dict]:

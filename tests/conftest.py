@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from launch import config
+from twoworlds.launch import config
 
 TINY = ["source=teacher", "progress=false", "n=128", "steps=40", "batch_size=16", "data.test_size=256",
         "eval.points=8", "model.width=32", "model.depth=2", "study=t"]

@@ -192,7 +192,7 @@ def _assert_smoke_study_completed(out_dir: Path) -> Path:
 
 def test_sweep_runs_on_a_two_node_cluster(cluster, tmp_path):
     out_dir = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "launch.cli", "sweep", "sweeps/quickstart.yaml", "--smoke",
+    cmd = [sys.executable, "-m", "twoworlds.launch.cli", "sweep", "sweeps/quickstart.yaml", "--smoke",
            "--address", cluster.address, f"out_dir={out_dir}"]
     res = subprocess.run(cmd, env=_cli_env(cluster), cwd=REPO, capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
@@ -231,7 +231,7 @@ def test_ray_job_submit_runs_a_sweep_with_the_working_dir(cluster, tmp_path):
     res = subprocess.run(
         [RAY, "job", "submit", "--address", dash, "--submission-id", job_id, "--working-dir", ".",
          "--runtime-env-json", json.dumps(runtime_env), "--",
-         sys.executable, "-m", "launch.cli", "sweep", "sweeps/quickstart.yaml", "--smoke", "--address", "auto",
+         sys.executable, "-m", "twoworlds.launch.cli", "sweep", "sweeps/quickstart.yaml", "--smoke", "--address", "auto",
          f"out_dir={out_dir}"],
         env=_cli_env(cluster), cwd=REPO, capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from launch import config
-from launch.cli import main
-from launch.config import ConfigError
+from twoworlds.launch import config
+from twoworlds.launch.cli import main
+from twoworlds.launch.config import ConfigError
 
 
 def test_an_unknown_key_names_the_key_and_the_nearest_valid_ones():

@@ -6,12 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 from image_fixtures import write_tiny_cifar5m, write_tiny_cifar10
-
-from datamodules.corruptions import CorruptConfig, CorruptedSource
-from datamodules.sources import DataConfig, Source, build_source
-from launch import config
-from launch.config import ConfigError
-from launch.run import build, run_trial
+from twoworlds.datamodules.corruptions import CorruptConfig, CorruptedSource
+from twoworlds.datamodules.sources import DataConfig, Source, build_source
+from twoworlds.launch import config
+from twoworlds.launch.config import ConfigError
+from twoworlds.launch.run import build, run_trial
 
 K = 5
 N = 100_000

@@ -18,11 +18,10 @@ import torch
 pytest.importorskip("ffcv", reason="FFCV is not installed (pip install -e '.[ffcv]'); loader=ffcv is untested")
 
 from image_fixtures import write_tiny_cifar5m  # noqa: E402
-
-from datamodules.datamodule import WorldDataModule  # noqa: E402
-from datamodules.ffcv_loader import FFCVBatches, beton_path, ffcv_available, write_pool_beton  # noqa: E402
-from datamodules.sources import DataConfig, build_source  # noqa: E402
-from datamodules.worlds import WorldPlan  # noqa: E402
+from twoworlds.datamodules.datamodule import WorldDataModule  # noqa: E402
+from twoworlds.datamodules.ffcv_loader import FFCVBatches, beton_path, ffcv_available, write_pool_beton  # noqa: E402
+from twoworlds.datamodules.sources import DataConfig, build_source  # noqa: E402
+from twoworlds.datamodules.worlds import WorldPlan  # noqa: E402
 
 TEACHER = DataConfig(pool_size=3000, test_size=64)
 # (n, steps, batch_size) per source: the Ideal World uses steps x B distinct ids of the pool

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 from image_fixtures import write_tiny_cifar5m, write_tiny_cifar10
-
-from launch.run import build, run_trial
+from twoworlds.launch.run import build, run_trial
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +49,7 @@ def test_augmentation_is_per_step_and_never_touches_train_metrics(make_cfg, data
 
 
 def test_augmenting_a_non_image_source_is_a_config_error(make_cfg):
-    from launch.config import ConfigError
+    from twoworlds.launch.config import ConfigError
     with pytest.raises(ConfigError, match="augment=2 needs an image source; teacher is not one"):
         build(make_cfg("augment=2"))
 

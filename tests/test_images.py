@@ -10,11 +10,17 @@ import numpy as np
 import pytest
 import torch
 from image_fixtures import make_images, read_tiny_cifar10, write_tiny_cifar5m, write_tiny_cifar10
-
-from datamodules import augment, images
-from datamodules.augment import prepare_images
-from datamodules.images import CIFAR5M_URL, CIFAR10_MD5, CIFAR10_URL, CIFAR_MEAN, CIFAR_STD, _npz_memmap
-from datamodules.sources import SOURCES, DataConfig, Source, build_source
+from twoworlds.datamodules import augment, images
+from twoworlds.datamodules.augment import prepare_images
+from twoworlds.datamodules.images import (
+    CIFAR5M_URL,
+    CIFAR10_MD5,
+    CIFAR10_URL,
+    CIFAR_MEAN,
+    CIFAR_STD,
+    _npz_memmap,
+)
+from twoworlds.datamodules.sources import SOURCES, DataConfig, Source, build_source
 
 PER_BATCH, PER_PART = 40, 60
 

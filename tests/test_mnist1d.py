@@ -11,10 +11,9 @@ import torch
 from mnist1d.transform import interpolate
 from scipy.ndimage import gaussian_filter
 from torch import nn
-
-from datamodules import rng
-from datamodules.mnist1d import MNIST1DSource
-from datamodules.sources import TEST_OFFSET, DataConfig, build_source
+from twoworlds.datamodules import rng
+from twoworlds.datamodules.mnist1d import MNIST1DSource
+from twoworlds.datamodules.sources import TEST_OFFSET, DataConfig, build_source
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,10 @@ import math
 
 import pytest
 import torch
-
-from lightning_modules.classification import ClassificationModule, OptimConfig
-from lightning_modules.metrics import ClassificationErrors
-from lightning_modules.networks import build_network
-from lightning_modules.schedules import eval_steps, lr_factor
+from twoworlds.lightning_modules.classification import ClassificationModule, OptimConfig
+from twoworlds.lightning_modules.metrics import ClassificationErrors
+from twoworlds.lightning_modules.networks import build_network
+from twoworlds.lightning_modules.schedules import eval_steps, lr_factor
 
 
 def test_soft_error_zero_one_error_and_loss_on_known_logits():

@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-
-from lightning_modules.networks import (
+from twoworlds.lightning_modules.networks import (
     NETWORKS,
     build_network,
     count_parameters,

@@ -10,8 +10,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-
-from results.analysis import (
+from twoworlds.results.analysis import (
     TEST_SOFT,
     TRAIN_ERR,
     align,
@@ -103,8 +102,8 @@ claims:
 def study(tmp_path_factory):
     """The sweep's trials run in-process (the Ray path is tested in test_sweep), except one that
     is left out (missing); one more trial of the study diverges."""
-    from launch.run import run_trial
-    from launch.sweep_spec import load_sweep
+    from twoworlds.launch.run import run_trial
+    from twoworlds.launch.sweep_spec import load_sweep
     root = tmp_path_factory.mktemp("results")
     path = root / "tiny.yaml"
     path.write_text(SWEEP)
@@ -121,7 +120,7 @@ def study(tmp_path_factory):
 
 
 def test_aggregation_has_every_row_of_every_trial_with_its_config(study):
-    from results.aggregate import load_study
+    from twoworlds.results.aggregate import load_study
     study_dir, skipped = study
     s = load_study(study_dir)
     assert s.missing == [skipped] and "blowup" in s.by_status("diverged")
@@ -136,7 +135,7 @@ def test_aggregation_has_every_row_of_every_trial_with_its_config(study):
 
 
 def test_report_tables_match_the_runs_own_metrics(study):
-    from results.report import build_report
+    from twoworlds.results.report import build_report
     study_dir, skipped = study
     out = build_report(study_dir).index.parent
     curves = pd.read_parquet(out / "curves.parquet")
@@ -160,7 +159,7 @@ def test_report_tables_match_the_runs_own_metrics(study):
 
 
 def test_report_files_plots_and_self_contained_html(study):
-    from results.report import build_report
+    from twoworlds.results.report import build_report
     study_dir, skipped = study
     report = build_report(study_dir)
     index, out = report.index, report.index.parent
@@ -178,8 +177,8 @@ def test_report_files_plots_and_self_contained_html(study):
 
 
 def test_claims_are_checked_and_report_check_exits_non_zero_when_one_fails(study, capsys):
-    from launch.cli import main
-    from results.report import build_report
+    from twoworlds.launch.cli import main
+    from twoworlds.results.report import build_report
     study_dir, _ = study
     verdicts = build_report(study_dir).verdicts
     assert [v.word for v in verdicts] == ["holds", "holds", "holds", "FAILS"]
@@ -202,7 +201,7 @@ def test_claims_are_checked_and_report_check_exits_non_zero_when_one_fails(study
 def test_a_trial_still_running_is_reported_with_the_rows_it_has(study, tmp_path):
     import shutil
 
-    from results.report import build_report
+    from twoworlds.results.report import build_report
     study_dir, _ = study
     copy = tmp_path / "tiny"
     shutil.copytree(study_dir, copy)
@@ -218,7 +217,7 @@ def test_a_trial_still_running_is_reported_with_the_rows_it_has(study, tmp_path)
 
 
 def test_report_of_a_wrong_path_is_a_one_line_error(tmp_path, capsys):
-    from launch.cli import main
+    from twoworlds.launch.cli import main
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "no study directory" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
@@ -228,8 +227,8 @@ def test_report_of_a_wrong_path_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_early_stop_cuts_a_converged_real_world_run_and_the_report_shows_where(make_cfg):
-    from launch.run import run_pair
-    from results.report import build_report
+    from twoworlds.launch.run import run_pair
+    from twoworlds.results.report import build_report
     cfg = make_cfg("world=both", "n=64", "steps=200", "eval.points=40", "optim.lr=0.1",
                    "early_stop.train_error_below=0.05", "early_stop.patience=2")
     real, ideal = run_pair(cfg)
@@ -244,7 +243,7 @@ def test_early_stop_cuts_a_converged_real_world_run_and_the_report_shows_where(m
 
 
 def test_claim_kinds_on_constructed_configuration_tables():
-    from results.claims import check_claims
+    from twoworlds.results.claims import check_claims
     keys = ["model.name", "corrupt.pixels"]
     configs = pd.DataFrame({
         "configuration": ["cnn none", "cnn shuffled", "mlp none", "mlp shuffled"],
@@ -279,7 +278,7 @@ def test_claim_kinds_on_constructed_configuration_tables():
 
 
 def test_heatmap_axes_prefer_width_by_depth_and_skip_keys_tied_to_the_family():
-    from results.plots import heatmap_axes
+    from twoworlds.results.plots import heatmap_axes
     grid = pd.DataFrame([(w, d, 500) for w in (8, 16, 32) for d in (2, 3)], columns=["model.width", "model.depth", "n"])
     assert heatmap_axes(["model.width", "model.depth", "n"], grid) == ("model.width", "model.depth")
     zipped = pd.DataFrame({"model.name": ["mlp", "cnn", "resnet"] * 2, "model.width": [256, 32, 16] * 2,
@@ -288,7 +287,7 @@ def test_heatmap_axes_prefer_width_by_depth_and_skip_keys_tied_to_the_family():
 
 
 def test_claim_filters_match_numbers_across_int_float_and_text():
-    from results.claims import _select
+    from twoworlds.results.claims import _select
     df = pd.DataFrame({"model.width": [4.0, 256.0], "corrupt.random_labels": [False, True], "pixels": ["none", "x"]})
     assert list(_select(df, {"model.width": 256}).index) == [1]  # a float column, an int in the sweep file
     assert list(_select(df, {"corrupt.random_labels": True, "pixels": "x"}).index) == [1]

@@ -8,10 +8,9 @@ import json
 import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from launch.cli import main
-from launch.run import run_trial
-from lightning_modules.schedules import eval_steps
+from twoworlds.launch.cli import main
+from twoworlds.launch.run import run_trial
+from twoworlds.lightning_modules.schedules import eval_steps
 
 
 def read_csv(path):

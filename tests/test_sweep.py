@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from launch.cli import main
-from launch.config import ConfigError
-from launch.sweep_spec import load_sweep
-from lightning_modules.schedules import eval_steps
+from twoworlds.launch.cli import main
+from twoworlds.launch.config import ConfigError
+from twoworlds.launch.sweep_spec import load_sweep
+from twoworlds.lightning_modules.schedules import eval_steps
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
@@ -40,7 +39,7 @@ def write_sweep(tmp_path, name="tiny", steps=200, seeds=1, extra_grid=""):
 
 
 def cli(*args, env=None, timeout=300, **popen):
-    cmd = [sys.executable, "-m", "launch.cli", "sweep", *map(str, args)]
+    cmd = [sys.executable, "-m", "twoworlds.launch.cli", "sweep", *map(str, args)]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     if popen:
         return subprocess.Popen(cmd, env=full_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -161,15 +160,14 @@ def test_a_failing_trial_is_retried_from_its_checkpoint_and_a_diverged_one_is_no
     assert sorted(diverged) == ["mlp-w32-d2-bs32-ideal-s0-lr1000000.0", "mlp-w32-d2-bs32-real-n256-s0-lr1000000.0"]
     assert not any(f"retrying {n}" in result.stdout for n in diverged)
     # the retried run continues exactly where it stopped: same numbers as its uninterrupted twin
-    from launch.run import run_trial
+    from twoworlds.launch.run import run_trial
     twin = run_trial(_twin_cfg(tmp_path, victim))
     assert runs[victim]["final"]["test/soft_error"] == pytest.approx(twin["final"]["test/soft_error"], rel=1e-4)
 
 
 def _twin_cfg(tmp_path, victim):
     import yaml
-
-    from launch import config
+    from twoworlds.launch import config
     doc = yaml.safe_load((tmp_path / "faults" / victim / "config.yaml").read_text())
     doc.pop("provenance")
     doc["out_dir"] = str(tmp_path / "twin")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from datamodules import DataConfig, build_source
-from datamodules.datamodule import WorldDataModule
-from datamodules.worlds import PoolTooSmallError, WorldPlan, rank_slice
+from twoworlds.datamodules import DataConfig, build_source
+from twoworlds.datamodules.datamodule import WorldDataModule
+from twoworlds.datamodules.worlds import PoolTooSmallError, WorldPlan, rank_slice
 
 
 def plan_for(world, n=100, steps=60, batch_size=32, seed=0, pool_size=None, source="teacher"):
