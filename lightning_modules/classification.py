@@ -7,40 +7,54 @@ device, through the same `_step` as training.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import partial
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from twoworlds.lightning_modules.metrics import KINDS, ClassificationErrors, metric_name
-from twoworlds.lightning_modules.schedules import SCHEDULES, lr_factor
+from torchmetrics import Metric
+from twoworlds.lightning_modules.config import OPTIMIZERS, SCHEDULES, OptimConfig
+from twoworlds.lightning_modules.metrics import ERROR, KINDS, LOSS, SOFT_ERROR, metric_name
+from twoworlds.lightning_modules.schedules import lr_factor
 
-OPTIMIZERS = ("sgd", "adamw")
+__all__ = ["ClassificationErrors", "ClassificationModule", "OptimConfig"]
 
 
-@dataclass
-class OptimConfig:
-    name: str = "sgd"  # sgd | adamw
-    lr: float = 0.05  # base learning rate (peak, after warm-up)
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = False  # sgd only
-    weight_decay: float = 5e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw only
-    schedule: str = "cosine"  # constant | cosine | step; a function of the optimizer step
-    warmup_steps: int = 0  # linear warm-up, in optimizer steps
-    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step schedule: fractions of steps
-    gamma: float = 0.1  # step schedule: factor at each milestone
+class ClassificationErrors(Metric):
+    """Cross-entropy, 0/1 error and soft error over all samples seen since the last reset.
+
+    Soft error is the mean over samples of 1 - softmax probability of the true class: a smooth
+    version of the 0/1 error, much less noisy on small test sets. The states are sums with
+    `dist_reduce_fx="sum"`, so `compute()` gives the exact global means under DDP.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        for state in ("loss_sum", "error_sum", "soft_sum", "count"):
+            self.add_state(state, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        logits = logits.float()
+        log_p = torch.log_softmax(logits, dim=1)
+        log_p_true = log_p.gather(1, target[:, None])[:, 0]
+        self.loss_sum += -log_p_true.sum().double()
+        self.error_sum += (logits.argmax(1) != target).sum().double()
+        self.soft_sum += (1.0 - log_p_true.exp()).sum().double()
+        self.count += target.numel()
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        count = self.count.clamp(min=1)
+        return {LOSS: self.loss_sum / count, ERROR: self.error_sum / count, SOFT_ERROR: self.soft_sum / count}
 
 
 class ClassificationModule(pl.LightningModule):
     def __init__(self, net: nn.Module, optim: OptimConfig, steps: int):
         super().__init__()
-        if optim.name not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer '{optim.name}'; known: {', '.join(OPTIMIZERS)}")
-        if optim.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule '{optim.schedule}'; known: {', '.join(SCHEDULES)}")
+        # launch/config.py validates both choices with a message for the person who typed them.
+        assert optim.name in OPTIMIZERS and optim.schedule in SCHEDULES, (optim.name, optim.schedule)
         self.net, self.optim, self.steps = net, optim, steps
         # The step is written out in `training_step`: Lightning's automatic optimization wraps it in
         # a closure and several hook layers that cost as much as a small model's whole CPU step.

@@ -7,8 +7,6 @@ import math
 
 import numpy as np
 
-SCHEDULES = ("constant", "cosine", "step")
-
 
 def lr_factor(step: int, steps: int, schedule: str, warmup_steps: int = 0,
               milestones: tuple[float, ...] = (0.5, 0.75), gamma: float = 0.1) -> float:
@@ -24,9 +22,8 @@ def lr_factor(step: int, steps: int, schedule: str, warmup_steps: int = 0,
     if schedule == "cosine":
         progress = (step - warmup_steps) / max(1, steps - warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    if schedule == "step":
-        return gamma ** sum(step >= m * steps for m in milestones)
-    raise ValueError(f"unknown schedule '{schedule}'; known: {', '.join(SCHEDULES)}")
+    assert schedule == "step", schedule  # config.SCHEDULES, validated by launch/config.py
+    return gamma ** sum(step >= m * steps for m in milestones)
 
 
 def eval_steps(steps: int, points: int = 40, dense: int = 10) -> list[int]:
