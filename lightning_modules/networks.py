@@ -24,8 +24,9 @@ from types import SimpleNamespace
 
 import torch
 from torch import nn
+from twoworlds.lightning_modules.registry import Registry
 
-NETWORKS: dict[str, Callable[..., nn.Module]] = {}
+NETWORKS: Registry[Callable[..., nn.Module]] = Registry("network")
 
 RESNET_BLOCKS: dict[int, tuple[int, int, int, int]] = {
     10: (1, 1, 1, 1),
@@ -34,16 +35,7 @@ RESNET_BLOCKS: dict[int, tuple[int, int, int, int]] = {
 }
 
 
-def register_network(name: str):
-    """Decorator adding a factory to ``NETWORKS`` under ``name``."""
-
-    def decorator(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in NETWORKS:
-            raise ValueError(f"network {name!r} is already registered")
-        NETWORKS[name] = factory
-        return factory
-
-    return decorator
+register_network = NETWORKS.register  # decorator adding a factory under a name
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -60,11 +52,10 @@ def build_network(
     patch_size: int = 4,
 ) -> nn.Module:
     """Build a registered network and record its trainable parameter count as ``num_parameters``."""
-    if name not in NETWORKS:
-        raise ValueError(f"unknown network {name!r}; known: {', '.join(sorted(NETWORKS))}")
+    factory = NETWORKS[name]  # an unknown name lists the known ones
     input_shape = tuple(int(s) for s in input_shape)
     _check_common_knobs(input_shape, num_classes, width, depth)
-    net = NETWORKS[name](input_shape, num_classes, width, depth, patch_size)
+    net = factory(input_shape, num_classes, width, depth, patch_size)
     net.num_parameters = count_parameters(net)
     return net
 
