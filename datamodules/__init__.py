@@ -1,10 +1,22 @@
-"""Sources (index-addressable pools), the world switch and the loaders."""
+"""Sources (index-addressable pools), the world switch and the loaders.
 
-from twoworlds.datamodules import sources
-from twoworlds.datamodules.sources import SOURCES, DataConfig, Source, build_source, register_source
+Importing this package is cheap: `datamodules.config` holds the typed config and choice lists
+without torch, and the names below load their (torch) modules on first access; the source
+modules themselves register when a source is first looked up (sources.SOURCES).
+"""
 
-# Importing a source module registers it.
-from twoworlds.datamodules import mnist1d  # noqa: E402,F401  isort: skip
-from twoworlds.datamodules import images  # noqa: E402,F401  isort: skip
+from __future__ import annotations
 
-__all__ = ["SOURCES", "DataConfig", "Source", "build_source", "register_source", "sources"]
+import importlib
+
+_EXPORTS = {"DataConfig": "config", "SOURCES": "sources", "Source": "sources", "build_source": "sources",
+            "register_source": "sources"}
+__all__ = [*_EXPORTS, "sources"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    if name == "sources":
+        return importlib.import_module(f"{__name__}.sources")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

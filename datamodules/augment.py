@@ -23,8 +23,8 @@ from functools import lru_cache
 
 import torch
 from torch import Tensor
+from twoworlds.datamodules.config import AUGMENT_LEVELS as LEVELS
 
-LEVELS = (0, 1, 2, 3)
 PAD = 4  # crop padding of levels 2 and 3
 
 
@@ -64,8 +64,7 @@ def _reflect(k: Tensor, size: int) -> Tensor:
 
 def augment_images(x: Tensor, level: int, generator: torch.Generator | None = None) -> Tensor:
     """The augmented batch, same dtype and shape as x (B, C, H, W); pixels only move (or become 0)."""
-    if level not in LEVELS:
-        raise ValueError(f"augmentation level must be one of {LEVELS}, got {level}")
+    assert level in LEVELS, level  # launch/config.py validates the choice (`augment`)
     if x.dim() != 4:
         raise ValueError(f"expected an image batch (B, C, H, W), got shape {tuple(x.shape)}")
     if level == 0:
@@ -99,8 +98,7 @@ def prepare_images(x_uint8: Tensor, mean: Sequence[float] | None, std: Sequence[
                    generator: torch.Generator | None = None, channels_last: bool = False) -> Tensor:
     """Augment (level 0-3, randomness from `generator` on the batch's device) and normalize a uint8
     (B, C, H, W) batch into float32 (x / 255 - mean) / std; optionally channels_last."""
-    if level not in LEVELS:
-        raise ValueError(f"augmentation level must be one of {LEVELS}, got {level}")
+    assert level in LEVELS, level  # launch/config.py validates the choice (`augment`)
     if x_uint8.dtype != torch.uint8:
         raise ValueError(f"prepare_images expects a uint8 image batch, got {x_uint8.dtype}")
     if x_uint8.dim() != 4:

@@ -17,10 +17,10 @@ cache key then holds the corruption settings: launch/run.py).
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 
 import torch
 from twoworlds.datamodules import rng
+from twoworlds.datamodules.config import PIXELS, CorruptConfig, check, is_active, tag
 from twoworlds.datamodules.sources import (
     STREAM_CORRUPT_GAUSSIAN,
     STREAM_CORRUPT_LABEL,
@@ -30,51 +30,9 @@ from twoworlds.datamodules.sources import (
     Source,
 )
 
-PIXELS = ("none", "shuffled", "random", "gaussian")
+__all__ = ["PIXELS", "CorruptConfig", "CorruptedSource", "check", "corrupt_source", "is_active", "tag"]
 STATS_IDS = 10_000  # gaussian: per-position mean/std estimated on at most this many pool samples
 _CHUNK = 4096  # samples read at a time while estimating
-
-
-@dataclass
-class CorruptConfig:
-    """Which corruptions a run applies; all keyed by data.seed, identical in both worlds."""
-
-    label_noise: float = 0.0  # probability in [0, 1) that a label is replaced by one of the K-1 *other* classes
-    random_labels: bool = False  # every label uniform over the K classes
-    # none | shuffled (one permutation of positions for all samples) | random (one per sample)
-    # | gaussian (Gaussian noise with the data's per-position mean and std); applies to every split
-    pixels: str = "none"
-    test: bool = False  # label corruptions also apply to the test sets (by default: training pool only)
-
-
-def is_active(cfg: CorruptConfig) -> bool:
-    return cfg.label_noise > 0 or bool(cfg.random_labels) or cfg.pixels != "none"
-
-
-def check(cfg: CorruptConfig) -> None:
-    """ValueError naming the key and the fix (config.validate turns it into a ConfigError)."""
-    if cfg.pixels not in PIXELS:
-        raise ValueError(f"corrupt.pixels={cfg.pixels} is not one of: {', '.join(PIXELS)}")
-    if not 0 <= cfg.label_noise < 1:
-        raise ValueError(f"corrupt.label_noise={cfg.label_noise} must be in [0, 1) "
-                         f"(the probability that a label is replaced by another class)")
-    if cfg.label_noise > 0 and cfg.random_labels:
-        raise ValueError(f"corrupt.label_noise={cfg.label_noise} and corrupt.random_labels=true both replace "
-                         f"labels; keep one (corrupt.label_noise=0 or corrupt.random_labels=false)")
-
-
-def tag(cfg: CorruptConfig) -> str:
-    """A short trial-name suffix for the active corruptions ('' when none), e.g. 'noise0.2-shuffledpixels'."""
-    parts = []
-    if cfg.label_noise > 0:
-        parts.append(f"noise{cfg.label_noise:g}")
-    if cfg.random_labels:
-        parts.append("randlabels")
-    if cfg.test and parts:
-        parts.append("testlabels")
-    if cfg.pixels != "none":
-        parts.append(f"{cfg.pixels}pixels")
-    return "-".join(parts)
 
 
 def corrupt_source(source: Source, cfg: CorruptConfig, data_seed: int) -> Source:
@@ -92,6 +50,7 @@ class CorruptedSource(Source):
 
     def __init__(self, source: Source, cfg: CorruptConfig, data_seed: int):
         check(cfg)
+        assert cfg.pixels in PIXELS, cfg.pixels  # launch/config.py validates the choice
         if (cfg.label_noise > 0 or cfg.random_labels) and source.num_classes < 2:
             raise ValueError(f"label corruptions need at least 2 classes; {source.name} has {source.num_classes}")
         self.inner, self.seed = source, int(data_seed)

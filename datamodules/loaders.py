@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 
 import torch
+from twoworlds.datamodules.config import LOADERS
 from twoworlds.datamodules.sources import Source
 
-LOADERS = ("tensor", "ffcv", "auto")
 ROOM = 0.5  # the pool may take at most this fraction of the free memory for `tensor`
 
 
@@ -31,8 +31,7 @@ def pool_bytes(source: Source) -> int | None:
 
 def choose_loader(requested: str, source: Source, device: torch.device) -> tuple[str, str]:
     """(backend, why) for `loader=requested`."""
-    if requested not in LOADERS:
-        raise ValueError(f"loader={requested} is not one of: {', '.join(LOADERS)}")
+    assert requested in LOADERS, requested  # launch/config.py validates the choice
     if requested != "auto":
         return requested, "asked for"
     need = pool_bytes(source)

@@ -12,13 +12,13 @@ Sources are built by name from a registry; an unknown name lists the known ones.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from twoworlds.datamodules import rng
+from twoworlds.datamodules.config import DataConfig
+from twoworlds.lightning_modules.registry import Registry
 
 # Unbounded pools use ids [0, TEST_OFFSET); their test ids start here. 2**40 ids is far more than
 # any step budget (39,000 steps x 128 is 5e6).
@@ -30,29 +30,6 @@ STREAM_INPUT, STREAM_LABEL, STREAM_TEACHER = 1, 2, 3
 # per-sample permutations, Gaussian inputs, and the pool sample their mean/std is estimated on.
 STREAM_CORRUPT_LABEL, STREAM_CORRUPT_SHUFFLE, STREAM_CORRUPT_PIXELS = 4, 5, 6
 STREAM_CORRUPT_GAUSSIAN, STREAM_CORRUPT_STATS = 7, 8
-
-
-@dataclass
-class DataConfig:
-    """Source parameters. `seed` fixes the pool's *content*; the run seed (order, init) is separate."""
-
-    seed: int = 0
-    test_size: int = 4000  # samples in the held-out test set
-    pool_size: int | None = None  # cap the training pool at this many ids (None: the source's own pool)
-    # teacher source only: Gaussian input shape, number of classes, hidden width of the teacher net
-    teacher_shape: list[int] = field(default_factory=lambda: [1, 32])
-    teacher_classes: int = 4
-    teacher_width: int = 32
-    # image / file sources (datamodules/images.py)
-    data_dir: str = "data"  # where dataset files live; relative paths are relative to the working directory
-    download: bool = False  # cifar10 only: fetch the dataset with torchvision when it is missing
-    x_file: str = ""  # arrays source: .npy inputs (N, ...) and labels (N,), relative to data_dir unless absolute
-    y_file: str = ""
-    test_x_file: str = ""  # arrays source: optional .npy test split
-    test_y_file: str = ""
-    npz: str = ""  # arrays source: one .npz with x/X, y/Y and optional x_test/X_test, y_test/Y_test
-    test_fraction: float = 0.1  # arrays source without a test split: seeded holdout fraction
-    cache_dir: str = ""  # loader=ffcv: where pool .beton files are written once (empty: <data_dir>/ffcv-cache)
 
 
 class Source:
@@ -91,25 +68,18 @@ class Source:
         return f"{self.name}: input {tuple(self.input_shape)}, {self.num_classes} classes, pool {pool}, test {self.test_size:,}"
 
 
-SOURCES: dict[str, Callable[[DataConfig], Source]] = {}
+def _import_builtin_sources() -> None:
+    """The source modules register themselves on import; they pull scipy, mnist1d and numpy file
+    readers, so they are imported at the first lookup, not when the config schema loads."""
+    from twoworlds.datamodules import images, mnist1d  # noqa: F401
 
 
-def register_source(name: str):
-    def wrap(factory: Callable[[DataConfig], Source]):
-        if name in SOURCES:
-            raise ValueError(f"source '{name}' is registered twice")
-        SOURCES[name] = factory
-        return factory
-
-    return wrap
+SOURCES: Registry[Callable[[DataConfig], Source]] = Registry("source", load=_import_builtin_sources)
+register_source = SOURCES.register
 
 
 def build_source(name: str, cfg: DataConfig) -> Source:
-    if name not in SOURCES:
-        near = difflib.get_close_matches(name, SOURCES, n=1)
-        hint = f" Did you mean '{near[0]}'?" if near else ""
-        raise ValueError(f"unknown source '{name}'; known: {', '.join(sorted(SOURCES))}.{hint}")
-    source = SOURCES[name](cfg)
+    source = SOURCES[name](cfg)  # an unknown name lists the known ones
     source.name = name
     if cfg.pool_size is not None:
         if cfg.pool_size < 1 or (source.pool_size is not None and cfg.pool_size > source.pool_size):

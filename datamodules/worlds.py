@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import torch
 from twoworlds.datamodules import rng
+from twoworlds.datamodules.config import WORLDS
 from twoworlds.datamodules.sources import Source
 
-WORLDS = ("real", "ideal")
 # Unbounded pools: each run seed draws from its own window of 2**32 consecutive ids, so runs with
 # different seeds see different data. 256 windows fit below the test range.
 _WINDOW_BITS = 32
@@ -55,8 +55,7 @@ class WorldPlan:
 
     @classmethod
     def for_source(cls, source: Source, world: str, n: int, steps: int, batch_size: int, seed: int) -> WorldPlan:
-        if world not in WORLDS:
-            raise ValueError(f"world must be one of {', '.join(WORLDS)}, got '{world}'")
+        assert world in WORLDS, world  # launch/config.py validates the choice
         for key, value in (("n", n), ("steps", steps), ("batch_size", batch_size)):
             if value < 1:
                 raise ValueError(f"{key} must be >= 1, got {value}")

@@ -9,24 +9,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytorch_lightning as pl
+from twoworlds.launch.config import EarlyStopConfig
 from twoworlds.launch.recorder import RunRecorder
 from twoworlds.lightning_modules.classification import ClassificationModule
 from twoworlds.lightning_modules.metrics import ERROR, SOFT_ERROR, TEST, TRAIN, metric_name
 
 ROW_FIELDS = ("step", "epoch", "samples_seen", "lr", "wall_time")
-
-
-@dataclass
-class EarlyStopConfig:
-    """Stop a Real World run whose curve has converged: its train 0/1 error has stayed below
-    `train_error_below` for `patience` evaluations in a row (the rest would only plateau). The
-    Ideal World ignores it and always runs its full budget. 0 turns it off."""
-
-    train_error_below: float = 0.0
-    patience: int = 3  # consecutive evaluations
 
 
 class EvaluationCallback(pl.Callback):

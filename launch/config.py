@@ -2,6 +2,11 @@
 
 Struct mode is on, so a misspelt key is an error; `ConfigError` names the key and the nearest
 valid ones instead of OmegaConf's traceback.
+
+This module imports no torch, Lightning or pandas (tests/test_package.py checks it), so `twoworlds
+keys`, `--dry-run` and every config error answer at once: the sections' dataclasses and choice lists
+come from the torch-free `lightning_modules.config` and `datamodules.config`, and this module owns
+the messages for them.
 """
 
 from __future__ import annotations
@@ -14,12 +19,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
-from twoworlds.datamodules import corruptions
-from twoworlds.datamodules.corruptions import PIXELS, CorruptConfig
-from twoworlds.datamodules.sources import DataConfig
-from twoworlds.launch.callbacks import EarlyStopConfig
-from twoworlds.lightning_modules.classification import OPTIMIZERS, OptimConfig
-from twoworlds.lightning_modules.schedules import SCHEDULES
+from twoworlds.datamodules import config as data_config
+from twoworlds.datamodules.config import AUGMENT_LEVELS, LOADERS, PIXELS, WORLDS, CorruptConfig, DataConfig
+from twoworlds.lightning_modules.config import OPTIMIZERS, SCHEDULES, OptimConfig
 
 
 @dataclass
@@ -28,6 +30,16 @@ class ModelConfig:
     width: int = 128  # mlp: hidden units; cnn/resnet: first stage's channels; vit: embedding dim
     depth: int = 3  # mlp: hidden layers; cnn: conv stages; resnet: 10 | 18 | 34; vit: blocks
     patch_size: int = 4  # vit only
+
+
+@dataclass
+class EarlyStopConfig:
+    """Stop a Real World run whose curve has converged: its train 0/1 error has stayed below
+    `train_error_below` for `patience` evaluations in a row (the rest would only plateau). The
+    Ideal World ignores it and always runs its full budget. 0 turns it off. Read by launch/callbacks.py."""
+
+    train_error_below: float = 0.0
+    patience: int = 3  # consecutive evaluations
 
 
 @dataclass
@@ -65,11 +77,11 @@ class RunConfig:
 
 
 CHOICES = {
-    "world": ("real", "ideal", "both"),
-    "loader": ("tensor", "ffcv", "auto"),
+    "world": (*WORLDS, "both"),
+    "loader": LOADERS,
     "device": ("auto", "cpu", "cuda"),
     "precision": ("32-true", "bf16-mixed", "16-mixed"),
-    "augment": (0, 1, 2, 3),
+    "augment": AUGMENT_LEVELS,
     "optim.name": OPTIMIZERS,
     "optim.schedule": SCHEDULES,
     "corrupt.pixels": PIXELS,
@@ -147,7 +159,7 @@ def validate(cfg: DictConfig) -> None:
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
-            raise ConfigError(f"{key}={value} is not one of: {', '.join(allowed)}")
+            raise ConfigError(f"{key}={value} is not one of: {', '.join(str(a) for a in allowed)}")
     for key in ("n", "steps", "batch_size", "check_every", "eval.points", "model.width", "model.depth"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {OmegaConf.select(cfg, key)}")
@@ -162,7 +174,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"early_stop.train_error_below={es.train_error_below} must be in [0, 1) (0: off) and "
                           f"early_stop.patience={es.patience} at least 1")
     try:
-        corruptions.check(cfg.corrupt)
+        data_config.check(cfg.corrupt)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
@@ -187,7 +199,7 @@ def pair_key(cfg: DictConfig) -> str:
     plain = to_plain(cfg)
     for key in _NOT_IN_PAIR_KEY:
         plain.pop(key, None)
-    if not corruptions.is_active(cfg.corrupt):  # clean runs keep the pair keys they had before corruptions
+    if not data_config.is_active(cfg.corrupt):  # clean runs keep the pair keys they had before corruptions
         plain.pop("corrupt", None)
     return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -204,6 +216,6 @@ def trial_name(cfg: DictConfig) -> str:
     if cfg.world == "real":
         parts.append(f"n{cfg.n}")
     parts.append(f"s{cfg.seed}")
-    if corruptions.tag(cfg.corrupt):  # a corrupted run never shares a run directory with the clean one
-        parts.append(corruptions.tag(cfg.corrupt))
+    if data_config.tag(cfg.corrupt):  # a corrupted run never shares a run directory with the clean one
+        parts.append(data_config.tag(cfg.corrupt))
     return "-".join(str(p) for p in parts)

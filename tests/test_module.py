@@ -6,8 +6,7 @@ import math
 
 import pytest
 import torch
-from twoworlds.lightning_modules.classification import ClassificationModule, OptimConfig
-from twoworlds.lightning_modules.classification import ClassificationErrors
+from twoworlds.lightning_modules.classification import ClassificationErrors, ClassificationModule, OptimConfig
 from twoworlds.lightning_modules.networks import build_network
 from twoworlds.lightning_modules.schedules import eval_steps, lr_factor
 

@@ -136,5 +136,5 @@ def test_sources_are_pure_functions_of_seed_and_id():
 
 
 def test_unknown_source_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown source 'mnist2d'; known: .*mnist1d.*teacher.*Did you mean 'mnist1d'"):
+    with pytest.raises(ValueError, match=r"unknown source 'mnist2d'; known: .*mnist1d.*teacher.*Did you mean: mnist1d"):
         build_source("mnist2d", DataConfig())
