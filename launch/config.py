@@ -17,11 +17,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from twoworlds.datamodules import config as data_config
 from twoworlds.datamodules.config import AUGMENT_LEVELS, LOADERS, PIXELS, WORLDS, CorruptConfig, DataConfig
 from twoworlds.lightning_modules.config import OPTIMIZERS, SCHEDULES, OptimConfig
+from twoworlds.results.records import (
+    BOOKKEEPING_KEYS,
+    flatten,  # noqa: F401  (re-exported: config.flatten, as tests/test_tensorboard.py reads it)
+)
 
 
 @dataclass
@@ -86,8 +90,9 @@ CHOICES = {
     "optim.schedule": SCHEDULES,
     "corrupt.pixels": PIXELS,
 }
-# Keys that do not change what is trained: left out of the pair key.
-_NOT_IN_PAIR_KEY = ("world", "n", "name", "study", "out_dir", "progress", "device", "eval", "check_every")
+# Left out of the pair key: the pairing axes (world, n), bookkeeping, and the keys that change how
+# the numbers are computed but not what is trained (device; eval only picks steps and chunk sizes).
+_NOT_IN_PAIR_KEY = ("world", "n", *BOOKKEEPING_KEYS, "device", "eval")
 
 
 class ConfigError(ValueError):
@@ -181,17 +186,6 @@ def validate(cfg: DictConfig) -> None:
 
 def to_plain(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    """{'optim': {'lr': 0.1}} -> {'optim.lr': 0.1}; lists become strings (TensorBoard hparams)."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = str(v) if isinstance(v, list | ListConfig) else v
-    return out
 
 
 def pair_key(cfg: DictConfig) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import platform
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from twoworlds.results.records import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("torch", "pytorch-lightning", "torchmetrics", "ray", "numpy", "omegaconf", "mnist1d", "ffcv")
@@ -46,14 +46,6 @@ def versions() -> dict[str, str]:
 
 def provenance() -> dict:
     return {"git_commit": git_commit(), "versions": versions(), "argv": " ".join(sys.argv), "host": platform.node()}
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write to a temporary file beside `path`, then rename: a reader never sees a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 def _json_safe(value):

@@ -17,12 +17,13 @@ from twoworlds.datamodules.datamodule import WorldDataModule
 from twoworlds.datamodules.loaders import choose_loader
 from twoworlds.datamodules.worlds import WorldPlan
 from twoworlds.launch.callbacks import ROW_FIELDS, EvaluationCallback
-from twoworlds.launch.config import ConfigError, flatten, pair_key, to_plain, trial_name
+from twoworlds.launch.config import ConfigError, pair_key, to_plain, trial_name
 from twoworlds.launch.recorder import RunRecorder, provenance
 from twoworlds.lightning_modules.classification import ClassificationModule
 from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, metric_name
 from twoworlds.lightning_modules.networks import build_network
 from twoworlds.lightning_modules.schedules import eval_steps
+from twoworlds.results.records import flatten
 
 
 def quiet_lightning() -> None:

@@ -26,8 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from twoworlds.launch import config
 from twoworlds.launch.config import ConfigError
-from twoworlds.launch.recorder import atomic_write_text
 from twoworlds.results.claims import ClaimError, validate_claims
+from twoworlds.results.records import atomic_write_text
 
 TOP_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "resources", "max_failures", "claims", "smoke")
 RESOURCE_KEYS = ("cpu", "gpu", "workers")

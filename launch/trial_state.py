@@ -10,12 +10,12 @@ pointing at a checkpoint that no longer exists.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from twoworlds.launch import config
+from twoworlds.results.records import atomic_write
 
 CKPT_FILE = "last.ckpt"
 FINISHED = ("completed", "diverged")
@@ -61,10 +61,8 @@ def checkpointing_reporter(cfg: DictConfig, report: Callable[[dict], None]):
     ckpt = run_dir(cfg) / CKPT_FILE
 
     def checkpoint_and_report(trainer, row: dict) -> None:
-        tmp = ckpt.with_suffix(".tmp")
-        trainer.save_checkpoint(str(tmp))
-        if trainer.is_global_zero:
-            os.replace(tmp, ckpt)
+        # save_checkpoint is collective; rank 0 writes the file, so rank 0 renames it
+        atomic_write(ckpt, lambda tmp: trainer.save_checkpoint(str(tmp)), replace=trainer.is_global_zero)
         report({k: float(v) for k, v in row.items()})
 
     return checkpoint_and_report

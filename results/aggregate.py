@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from twoworlds.results.records import BOOKKEEPING_KEYS, atomic_write, flatten
 
 # Written by `twoworlds sweep` beside the trials: the sweep file and the expected trial names.
 MANIFEST = "sweep.json"
-# Config keys that say nothing about what was trained (and would make every trial "vary").
-_NOT_CONFIG = ("name", "study", "out_dir", "progress", "check_every", "provenance")
 # Trial-level columns kept from summary.json.
 _SUMMARY_KEYS = ("status", "pair_key", "steps_done", "samples_seen", "distinct_samples_seen", "num_parameters", "num_classes",
                  "wall_time", "error", "diverged_at_step", "diverged_reason", "resumed_from_step", "stopped_early_at")
@@ -47,21 +46,10 @@ class Study:
         return sorted(self.trials.loc[self.trials.status.isin(statuses), "trial"])
 
 
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{key}."))
-        else:
-            out[key] = str(v) if isinstance(v, list) else v
-    return out
-
-
 def _read_trial(path: Path) -> tuple[dict, pd.DataFrame, dict]:
     doc = yaml.safe_load((path / "config.yaml").read_text()) or {}
     prov = doc.pop("provenance", {}) or {}
-    cfg = {k: v for k, v in flatten(doc).items() if k.split(".")[0] not in _NOT_CONFIG}
+    cfg = {k: v for k, v in flatten(doc).items() if k.split(".")[0] not in BOOKKEEPING_KEYS}
     summary_path = path / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"status": "running"}
     row = {"trial": path.name, **cfg, **{k: summary.get(k) for k in _SUMMARY_KEYS}}
@@ -112,9 +100,7 @@ def write_tables(study: Study, out_dir: Path) -> dict[str, Path]:
     paths = {}
     for name, df in (("curves", study.curves), ("trials", study.trials)):
         for ext in ("parquet", "csv"):
-            p = out_dir / f"{name}.{ext}"
-            tmp = p.with_suffix(p.suffix + ".tmp")
-            df.to_parquet(tmp, index=False) if ext == "parquet" else df.to_csv(tmp, index=False)
-            tmp.replace(p)
-            paths[f"{name}.{ext}"] = p
+            write = (lambda tmp, df=df: df.to_parquet(tmp, index=False)) if ext == "parquet" else (
+                lambda tmp, df=df: df.to_csv(tmp, index=False))
+            paths[f"{name}.{ext}"] = atomic_write(out_dir / f"{name}.{ext}", write)
     return paths

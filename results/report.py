@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from twoworlds.launch.recorder import atomic_write_text
 from twoworlds.results import plots
 from twoworlds.results.aggregate import Study, load_study, write_tables
 from twoworlds.results.analysis import (
@@ -33,6 +32,7 @@ from twoworlds.results.analysis import (
 )
 from twoworlds.results.claims import Verdict, check_claims
 from twoworlds.results.document import Block, to_html, to_markdown
+from twoworlds.results.records import atomic_write_text
 
 _PAIR_COLUMNS = ["converged_at", "max_gap_before", "mean_gap_before", "gap_at_convergence", "gap_final", "real_final", "ideal_final",
                  "ideal_steps_to_target", "ideal_at_step"]
@@ -278,7 +278,7 @@ def build_report(study_dir: str | Path, *, target: float | None = None, speed_st
                Block("h2", "Missing, running, failed or diverged trials"),
                Block("list", _problems(study) or ["none: every trial completed"])]
     blocks += _provenance_blocks(study)
-    (out / "report.md").write_text(to_markdown(blocks, out))
+    atomic_write_text(out / "report.md", to_markdown(blocks, out))
     index = atomic_write_text(out / "index.html", to_html(blocks, f"twoworlds report: {study.name}"))
     return Report(index, verdicts)
 
