@@ -198,6 +198,11 @@ def pair_key(cfg: DictConfig) -> str:
     return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:12]
 
 
+# The keys the default trial name shows (a sweep appends the varying keys it does not show).
+IN_TRIAL_NAME = ("model.name", "model.width", "model.depth", "model.patch_size", "batch_size", "world", "n", "seed",
+                 "corrupt.label_noise", "corrupt.random_labels", "corrupt.pixels", "corrupt.test")
+
+
 def trial_name(cfg: DictConfig) -> str:
     """A readable, deterministic name: family, knobs, batch, world (and n), seed."""
     if cfg.name:

@@ -31,9 +31,6 @@ from twoworlds.results.records import atomic_write_text
 
 TOP_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "resources", "max_failures", "claims", "smoke")
 RESOURCE_KEYS = ("cpu", "gpu", "workers")
-# Parts of the config that the default trial name already shows (see config.trial_name).
-_IN_DEFAULT_NAME = {"model.name", "model.width", "model.depth", "model.patch_size", "batch_size", "world", "n", "seed",
-                    "corrupt.label_noise", "corrupt.random_labels", "corrupt.pixels", "corrupt.test"}
 
 
 @dataclass
@@ -229,7 +226,7 @@ def _expand(doc: dict, path: Path, overrides: list[str]) -> list[Trial]:
             identity.pop("n")
         trials.setdefault(json.dumps(identity, sort_keys=True), Trial("", cfg, {}))
     varying = _varying_keys(list(trials.values()))
-    extra = [k for k in varying if k not in _IN_DEFAULT_NAME]
+    extra = [k for k in varying if k not in config.IN_TRIAL_NAME]
     named = {}
     for t in trials.values():
         t.name = _sweep_trial_name(t.cfg, extra)
