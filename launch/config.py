@@ -11,7 +11,6 @@ the messages for them.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from twoworlds.datamodules import config as data_config
 from twoworlds.datamodules.config import AUGMENT_LEVELS, LOADERS, PIXELS, WORLDS, CorruptConfig, DataConfig
 from twoworlds.lightning_modules.config import OPTIMIZERS, SCHEDULES, OptimConfig
+from twoworlds.lightning_modules.registry import did_you_mean
 from twoworlds.results.records import (
     BOOKKEEPING_KEYS,
     flatten,  # noqa: F401  (re-exported: config.flatten, as tests/test_tensorboard.py reads it)
@@ -118,8 +118,7 @@ def all_keys(cfg: DictConfig | None = None, prefix: str = "") -> list[str]:
 
 
 def unknown_key_error(key: str, where: str = "") -> ConfigError:
-    near = difflib.get_close_matches(key, all_keys(), n=3, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(near)}?" if near else " Run `twoworlds keys` for the full list."
+    hint = did_you_mean(key, all_keys()) or " Run `twoworlds keys` for the full list."
     return ConfigError(f"unknown config key '{key}'{where}.{hint}")
 
 

@@ -15,7 +15,6 @@ Every key is checked before anything runs; a misspelt one names the file, the ke
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -26,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from twoworlds.launch import config
 from twoworlds.launch.config import ConfigError
-from twoworlds.results.claims import ClaimError, validate_claims
+from twoworlds.lightning_modules.registry import did_you_mean
+from twoworlds.results.claim_spec import ClaimError, validate_claims
 from twoworlds.results.records import atomic_write_text
 
 TOP_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "resources", "max_failures", "claims", "smoke")
@@ -102,15 +102,11 @@ def _fmt(v) -> str:
     return "" if v is None else str(v)
 
 
-def _close(key: str, valid) -> str:
-    near = difflib.get_close_matches(key, list(valid), n=3, cutoff=0.5)
-    return f" Did you mean: {', '.join(near)}?" if near else f" Valid: {', '.join(valid)}."
-
-
 def _check_keys(d: dict, valid, where: str) -> None:
     for key in d:
         if key not in valid:
-            raise ConfigError(f"unknown key '{key}' {where}.{_close(str(key), valid)}")
+            hint = did_you_mean(str(key), valid) or f" Valid: {', '.join(valid)}."
+            raise ConfigError(f"unknown key '{key}' {where}.{hint}")
 
 
 def _apply(cfg: DictConfig, key: str, value, where: str) -> None:

@@ -38,35 +38,16 @@ the science.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 import pandas as pd
 from twoworlds.lightning_modules.metrics import ERROR, TEST, TRAIN, metric_name
+from twoworlds.lightning_modules.registry import Registry
 from twoworlds.results.analysis import label
+from twoworlds.results.claim_spec import CLAIM_KINDS, METRICS, STEP_METRICS, ClaimError, validate_claims
 
-# Per-configuration metrics (columns of the report's configurations table, means over seeds).
-METRICS = {
-    "real_final": "Real World final test soft error",
-    "ideal_final": "Ideal World final test soft error",
-    "gap_final": "bootstrap error at the last step",
-    "max_gap_before": "largest |bootstrap error| before convergence",
-    "converged_at": "Real World convergence step (the step budget when it never converged)",
-    "ideal_steps_to_target": "Ideal World steps to the target test soft error",
-}
-_PARAMS = {
-    "gap_before_convergence": {"max", "statistic", "curves"},
-    "memorizes_at_chance": {"train_error_max", "test_error_min"},
-    "effect": {"key", "from", "to", "metric", "max_change", "min_change", "min_ratio"},
-    "larger_effect": {"key", "from", "to", "metric", "group", "larger", "smaller"},
-    "monotone": {"key", "metric", "direction", "tolerance"},
-}
-_COMMON = {"kind", "claim", "where"}
-
-
-class ClaimError(ValueError):
-    """A malformed claim in a sweep file."""
-
+__all__ = ["METRICS", "ClaimError", "Verdict", "check_claims", "validate_claims"]
+_CHECKS = Registry("claim kind")  # the check of each kind of claim_spec.CLAIM_KINDS
 
 @dataclass
 class Verdict:
@@ -77,30 +58,6 @@ class Verdict:
     @property
     def word(self) -> str:
         return {True: "holds", False: "FAILS", None: "not checked"}[self.holds]
-
-
-def validate_claims(claims, where: str) -> list[dict]:
-    """Check the `claims:` section of a sweep file: kinds, parameter names, metrics."""
-    if claims is None:
-        return []
-    if not isinstance(claims, list):
-        raise ClaimError(f"'claims' {where} must be a list of mappings with a 'kind'")
-    for i, c in enumerate(claims):
-        if not isinstance(c, dict) or c.get("kind") not in _PARAMS:
-            near = difflib.get_close_matches(str((c or {}).get("kind") if isinstance(c, dict) else c), _PARAMS, n=1)
-            raise ClaimError(f"claim {i + 1} {where}: kind must be one of {', '.join(_PARAMS)}"
-                             + (f" (did you mean {near[0]}?)" if near else ""))
-        unknown = set(c) - _PARAMS[c["kind"]] - _COMMON
-        if unknown:
-            raise ClaimError(f"claim {i + 1} ({c['kind']}) {where}: unknown key(s) {', '.join(sorted(unknown))}; "
-                             f"valid: {', '.join(sorted(_PARAMS[c['kind']] | _COMMON))}")
-        if c.get("statistic", "max") not in ("max", "mean") or c.get("curves", "seeds") not in ("seeds", "averaged"):
-            raise ClaimError(f"claim {i + 1} ({c['kind']}) {where}: statistic must be max or mean, curves seeds "
-                             f"or averaged")
-        if "metric" in c and c["metric"] not in METRICS:
-            raise ClaimError(f"claim {i + 1} ({c['kind']}) {where}: metric '{c['metric']}' is not one of "
-                             f"{', '.join(METRICS)}")
-    return claims
 
 
 def _select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
@@ -125,7 +82,7 @@ def _pct(v: float) -> str:
 
 
 def _num(metric: str, v: float) -> str:
-    return f"{v:,.0f} steps" if metric in ("converged_at", "ideal_steps_to_target") else _pct(v)
+    return f"{v:,.0f} steps" if metric in STEP_METRICS else _pct(v)
 
 
 def _metric(configs: pd.DataFrame, metric: str, steps: int) -> pd.Series:
@@ -135,13 +92,11 @@ def _metric(configs: pd.DataFrame, metric: str, steps: int) -> pd.Series:
 
 def check_claims(claims: list[dict], trials: pd.DataFrame, configs: pd.DataFrame, keys: list[str]) -> list[Verdict]:
     steps = int(trials.steps.max()) if "steps" in trials and trials.steps.notna().any() else 0
-    checks = {"gap_before_convergence": _gap, "memorizes_at_chance": _memorizes, "effect": _effect,
-              "larger_effect": _larger_effect, "monotone": _monotone}
     out = []
     for c in claims:
         text = c.get("claim") or c["kind"].replace("_", " ")
         try:
-            evidence, holds = checks[c["kind"]](c, trials, configs, keys, steps)
+            evidence, holds = _CHECKS[c["kind"]](c, trials, configs, keys, steps)
         except _NotCheckable as e:
             evidence, holds = str(e), None
         out.append(Verdict(text, evidence, holds))
@@ -158,6 +113,7 @@ def _need(df: pd.DataFrame, what: str) -> pd.DataFrame:
     return df
 
 
+@_CHECKS.register("gap_before_convergence")
 def _gap(c, trials, configs, keys, steps):
     sel = _need(_select(configs, c.get("where")), "Real/Ideal pairs")
     stat, curves = c.get("statistic", "max"), c.get("curves", "seeds")
@@ -171,6 +127,7 @@ def _gap(c, trials, configs, keys, steps):
     return f"{what}: {parts}; bound {_pct(c['max'])}{other}", bool(values.max() <= c["max"])
 
 
+@_CHECKS.register("memorizes_at_chance")
 def _memorizes(c, trials, configs, keys, steps):
     real = _need(_select(trials[trials.world == "real"], c.get("where")), "matching Real World trials")
     train = real[f"final/{metric_name(TRAIN, ERROR)}"].astype(float)
@@ -212,6 +169,7 @@ def _changes(c, configs, keys, steps) -> list[tuple[str, dict, float, float]]:
     return out
 
 
+@_CHECKS.register("effect")
 def _effect(c, trials, configs, keys, steps):
     changes = _changes(c, configs, keys, steps)
     m = c["metric"]
@@ -228,6 +186,7 @@ def _effect(c, trials, configs, keys, steps):
     return f"{METRICS[m]} with {c['key']} {c['from']} → {c['to']}: " + "; ".join(parts) + f" ({bounds})", bool(ok)
 
 
+@_CHECKS.register("larger_effect")
 def _larger_effect(c, trials, configs, keys, steps):
     group = c["group"]
     changes = {}
@@ -237,12 +196,13 @@ def _larger_effect(c, trials, configs, keys, steps):
         raise _NotCheckable(f"need configurations of both {group}={c['larger']} and {group}={c['smaller']}")
     big, small = (sum(changes[str(v)]) / len(changes[str(v)]) for v in (c["larger"], c["smaller"]))
     m = c["metric"]
-    fmt = (lambda v: f"{v:+,.0f} steps") if m in ("converged_at", "ideal_steps_to_target") else (
+    fmt = (lambda v: f"{v:+,.0f} steps") if m in STEP_METRICS else (
         lambda v: f"{100 * v:+.1f} points")
     return (f"{METRICS[m]} change with {c['key']} {c['from']} → {c['to']}: {c['larger']} {fmt(big)}, "
             f"{c['smaller']} {fmt(small)}"), bool(big > small)
 
 
+@_CHECKS.register("monotone")
 def _monotone(c, trials, configs, keys, steps):
     key, m = c["key"], c["metric"]
     sign = -1 if c.get("direction", "decreasing") == "decreasing" else 1
@@ -254,3 +214,6 @@ def _monotone(c, trials, configs, keys, steps):
         ok &= bool(all(sign * (v[i + 1] - v[i]) >= -tol for i in range(len(v) - 1)))
         parts.append(f"{name}: " + " → ".join(f"{_num(m, x)} ({key}={k})" for x, k in zip(v, g[key], strict=True)))
     return f"{METRICS[m]}: " + "; ".join(parts) + f" (tolerance {_num(m, tol)})", ok
+
+
+assert set(_CHECKS) == set(CLAIM_KINDS), "every claim kind needs exactly one check"

@@ -74,7 +74,7 @@ def test_every_shipped_sweep_and_its_smoke_variant_validate(path):
     ("name: x\nbase: {world: both}\n", r"world=both is for single runs"),
     ("name: x\nbase: {steps: many}\n", r"bad value for 'steps' under 'base'"),
     ("grid: {world: [real]}\n", r"needs a 'name'"),
-    ("name: x\nclaims: [{kind: gap_before_convergance, max: 0.1}]\n", r"did you mean gap_before_convergence"),
+    ("name: x\nclaims: [{kind: gap_before_convergance, max: 0.1}]\n", r"unknown claim kind 'gap_before_convergance'; known: .* Did you mean: gap_before_convergence"),
     ("name: x\nclaims: [{kind: monotone, key: n, metric: real_final, tolerence: 0}]\n",
      r"unknown key\(s\) tolerence; valid: .*tolerance"),
     ("name: x\nclaims: [{kind: effect, key: n, from: 1, to: 2, metric: final}]\n", r"metric 'final' is not one of"),

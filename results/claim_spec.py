@@ -1,0 +1,60 @@
+"""The `claims:` section of a sweep file: its kinds, their parameters and metrics, and the check
+that a sweep file's claims are well formed (see claims.py for the syntax and the checks on data).
+
+No pandas here: `twoworlds sweep --dry-run` validates a sweep file's claims without the analysis stack.
+"""
+
+from __future__ import annotations
+
+from twoworlds.lightning_modules.registry import Registry, did_you_mean
+
+# Per-configuration metrics (columns of the report's configurations table, means over seeds).
+METRICS = {
+    "real_final": "Real World final test soft error",
+    "ideal_final": "Ideal World final test soft error",
+    "gap_final": "bootstrap error at the last step",
+    "max_gap_before": "largest |bootstrap error| before convergence",
+    "converged_at": "Real World convergence step (the step budget when it never converged)",
+    "ideal_steps_to_target": "Ideal World steps to the target test soft error",
+}
+STEP_METRICS = ("converged_at", "ideal_steps_to_target")  # counted in steps; the others are error rates
+
+# Each kind with the parameters it takes; claims.py registers the check of each kind.
+CLAIM_KINDS: Registry[frozenset[str]] = Registry("claim kind")
+for _kind, _params in {
+    "gap_before_convergence": {"max", "statistic", "curves"},
+    "memorizes_at_chance": {"train_error_max", "test_error_min"},
+    "effect": {"key", "from", "to", "metric", "max_change", "min_change", "min_ratio"},
+    "larger_effect": {"key", "from", "to", "metric", "group", "larger", "smaller"},
+    "monotone": {"key", "metric", "direction", "tolerance"},
+}.items():
+    CLAIM_KINDS.add(_kind, frozenset(_params))
+COMMON = frozenset({"kind", "claim", "where"})  # keys every claim may have
+
+
+class ClaimError(ValueError):
+    """A malformed claim in a sweep file."""
+
+
+def validate_claims(claims, where: str) -> list[dict]:
+    """Check the `claims:` section of a sweep file: kinds, parameter names, metrics."""
+    if claims is None:
+        return []
+    if not isinstance(claims, list):
+        raise ClaimError(f"'claims' {where} must be a list of mappings with a 'kind'")
+    for i, c in enumerate(claims):
+        try:
+            params = CLAIM_KINDS[str(c.get("kind") if isinstance(c, dict) else c)] | COMMON
+        except ValueError as e:
+            raise ClaimError(f"claim {i + 1} {where}: {e}") from None
+        unknown = set(c) - params
+        if unknown:
+            raise ClaimError(f"claim {i + 1} ({c['kind']}) {where}: unknown key(s) {', '.join(sorted(unknown))}; "
+                             f"valid: {', '.join(sorted(params))}.{did_you_mean(sorted(unknown)[0], params)}")
+        if c.get("statistic", "max") not in ("max", "mean") or c.get("curves", "seeds") not in ("seeds", "averaged"):
+            raise ClaimError(f"claim {i + 1} ({c['kind']}) {where}: statistic must be max or mean, curves seeds "
+                             f"or averaged")
+        if "metric" in c and c["metric"] not in METRICS:
+            raise ClaimError(f"claim {i + 1} ({c['kind']}) {where}: metric '{c['metric']}' is not one of "
+                             f"{', '.join(METRICS)}.{did_you_mean(c['metric'], METRICS)}")
+    return claims
