@@ -15,6 +15,7 @@ from twoworlds.launch.config import EarlyStopConfig
 from twoworlds.launch.recorder import RunRecorder
 from twoworlds.lightning_modules.classification import ClassificationModule
 from twoworlds.lightning_modules.metrics import ERROR, SOFT_ERROR, TEST, TRAIN, metric_name
+from twoworlds.results.formats import duration
 
 ROW_FIELDS = ("step", "epoch", "samples_seen", "lr", "wall_time")
 
@@ -113,15 +114,8 @@ class EvaluationCallback(pl.Callback):
         train = row.get(metric_name(TRAIN, SOFT_ERROR))
         train_txt = f"  train soft err {train:.4f}" if train is not None else ""
         print(f"[{self.label}] step {step:>7,}/{max_steps:,} ({100 * step / max_steps:3.0f}%)  "
-              f"test soft err {test:.4f}{train_txt}  {rate:,.0f} steps/s  eta {_fmt_time(eta)}", flush=True)
+              f"test soft err {test:.4f}{train_txt}  {rate:,.0f} steps/s  eta {duration(eta)}", flush=True)
 
 
 def _finite(row: dict) -> bool:
     return all(v == v and abs(v) != float("inf") for k, v in row.items() if k.endswith("/loss"))
-
-
-def _fmt_time(seconds: float) -> str:
-    if seconds != seconds:
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

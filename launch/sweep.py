@@ -33,6 +33,7 @@ from twoworlds.launch import config, trial_state  # noqa: E402
 from twoworlds.launch.config import ConfigError  # noqa: E402
 from twoworlds.launch.sweep_spec import Sweep  # noqa: E402
 from twoworlds.lightning_modules.metrics import SOFT_ERROR, TEST, metric_name  # noqa: E402
+from twoworlds.results.formats import duration  # noqa: E402
 
 TUNE_DIR = "_tune"
 FAULT_ENV = "TWOWORLDS_INJECT_FAILURE"  # "<trial name>:<step>": raise once at that step (tests)
@@ -109,10 +110,10 @@ class SweepProgress(tune.Callback):
     def _line(self, what: str) -> None:
         elapsed = time.perf_counter() - self.start
         finished = len(self.done) + len(self.failed)
-        eta = "?" if not finished else _fmt(elapsed / finished * (self.total - finished))
+        eta = duration(elapsed / finished * (self.total - finished) if finished else float("nan"))
         print(f"[sweep {self.name}] {len(self.done)}/{self.total} done ({len(self.diverged)} diverged), "
               f"{len(self.running)} running, {len(self.failed)} failed, {self.errors} retried | "
-              f"elapsed {_fmt(elapsed)}, left ~{eta} | {what}", file=self.stream, flush=True)
+              f"elapsed {duration(elapsed)}, left ~{eta} | {what}", file=self.stream, flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(_name(trial))
@@ -143,11 +144,6 @@ class SweepProgress(tune.Callback):
 
 def _name(trial) -> str:
     return trial.config["trial"]["name"]
-
-
-def _fmt(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def init_ray(address: str | None, sweep: Sweep, num_cpus: int | None = None) -> bool:

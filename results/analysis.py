@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from twoworlds.lightning_modules.metrics import ERROR, SOFT_ERROR, TEST, TRAIN, metric_name
+from twoworlds.results.formats import fmt_pm  # noqa: F401  (re-exported: analysis.fmt_pm)
 
 TEST_SOFT, TEST_ERR = metric_name(TEST, SOFT_ERROR), metric_name(TEST, ERROR)
 TRAIN_SOFT, TRAIN_ERR = metric_name(TRAIN, SOFT_ERROR), metric_name(TRAIN, ERROR)
@@ -104,15 +105,6 @@ def mean_std(df: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFram
     out = mean.add_suffix("_mean").join(std.add_suffix("_std"))
     out["seeds"] = g.size()
     return out.reset_index()
-
-
-def fmt_pm(mean: float, std: float, seeds: int, scale: float = 100.0, digits: int = 1, unit: str = "%",
-           sign: bool = False) -> str:
-    """'1.8% ± 0.3%' (or '1.8%' for one seed; '+1.8%' with sign); NaN prints as '—'."""
-    if mean != mean:
-        return "—"
-    text = f"{mean * scale:{'+' if sign else ''}.{digits}f}{unit}"
-    return f"{text} ± {std * scale:.{digits}f}{unit}" if seeds > 1 else text
 
 
 # ---------------------------------------------------------------- scaling

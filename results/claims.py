@@ -45,6 +45,7 @@ from twoworlds.lightning_modules.metrics import ERROR, TEST, TRAIN, metric_name
 from twoworlds.lightning_modules.registry import Registry
 from twoworlds.results.analysis import label
 from twoworlds.results.claim_spec import CLAIM_KINDS, METRICS, STEP_METRICS, ClaimError, validate_claims
+from twoworlds.results.formats import pct as _pct
 
 __all__ = ["METRICS", "ClaimError", "Verdict", "check_claims", "validate_claims"]
 _CHECKS = Registry("claim kind")  # the check of each kind of claim_spec.CLAIM_KINDS
@@ -75,10 +76,6 @@ def _same(a, b) -> bool:
         return float(a) == float(b)
     except (TypeError, ValueError):
         return str(a) == str(b)
-
-
-def _pct(v: float) -> str:
-    return f"{100 * v:.1f}%"
 
 
 def _num(metric: str, v: float) -> str:

@@ -32,6 +32,7 @@ from twoworlds.results.analysis import (
 )
 from twoworlds.results.claims import Verdict, check_claims
 from twoworlds.results.document import Block, to_html, to_markdown
+from twoworlds.results.formats import pct as _pct
 from twoworlds.results.records import atomic_write_text
 
 _PAIR_COLUMNS = ["converged_at", "max_gap_before", "mean_gap_before", "gap_at_convergence", "gap_final", "real_final", "ideal_final",
@@ -131,7 +132,7 @@ def _configuration_sentence(rd: pd.Series, family, threshold: float, steps: int)
     seeds_txt = f" ({seeds} seeds)" if seeds > 1 else ""
     before = fmt_pm(rd["max_gap_before_mean"], rd["max_gap_before_std"], seeds)
     if rd.get("curve_mean_gap_before") == rd.get("curve_mean_gap_before"):  # not NaN
-        before += f" (on average {100 * rd['curve_mean_gap_before']:.1f}%)"
+        before += f" (on average {_pct(rd['curve_mean_gap_before'])})"
     final = fmt_pm(rd["gap_final_mean"], rd["gap_final_std"], seeds, sign=True)
     if rd["converged_seeds"] == seeds:
         conv = fmt_pm(rd["converged_at_mean"], rd["converged_at_std"], seeds, scale=1, digits=0, unit="")
@@ -158,10 +159,6 @@ def statements(a: Analysis) -> list[str]:
 
 
 # ---------------------------------------------------------------- the report
-
-def _pct(v: float) -> str:
-    return "—" if v != v else f"{100 * v:.2f}%"
-
 
 def _steps(v: float) -> str:
     return "—" if v != v else f"{v:,.0f}"

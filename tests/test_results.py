@@ -269,7 +269,7 @@ def test_claim_kinds_on_constructed_configuration_tables():
     assert [v.holds for v in verdicts] == [True, False, True, False, True, False, True, None]
     assert "cnn +25.0 points, mlp +1.0 points" in verdicts[0].evidence
     assert "cnn: 100 steps → 1,000 steps; mlp: 300 steps → 320 steps" in verdicts[2].evidence
-    assert "(chance 90.0%)" in verdicts[4].evidence and "'n' does not vary" in verdicts[7].evidence
+    assert "(chance 90.00%)" in verdicts[4].evidence and "'n' does not vary" in verdicts[7].evidence
     monotone = pd.DataFrame({"configuration": ["a", "b", "c"], "n": [100, 1000, 500],
                              "real_final_mean": [0.30, 0.115, 0.11]})
     ok, bumpy = check_claims([{"kind": "monotone", "key": "n", "metric": "real_final", "tolerance": 0.01},
