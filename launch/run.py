@@ -20,7 +20,7 @@ from twoworlds.launch.callbacks import ROW_FIELDS, EvaluationCallback
 from twoworlds.launch.config import ConfigError, pair_key, to_plain, trial_name
 from twoworlds.launch.recorder import RunRecorder, provenance
 from twoworlds.lightning_modules.classification import ClassificationModule
-from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, metric_name
+from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, final_name, metric_name
 from twoworlds.lightning_modules.networks import build_network
 from twoworlds.lightning_modules.schedules import eval_steps
 from twoworlds.results.records import flatten
@@ -153,7 +153,7 @@ def _final_metrics(final: dict, splits: list[str]) -> dict[str, float]:
     its first evaluation has nothing). Every trial must declare the same metrics: TensorBoard takes
     the metric columns of the whole logdir from one trial's hparams summary, picked arbitrarily."""
     splits = splits if TRAIN in splits else [*splits, TRAIN]
-    return {f"final/{metric_name(s, k)}": final.get(metric_name(s, k), float("nan")) for s in splits for k in KINDS}
+    return {final_name(metric_name(s, k)): final.get(metric_name(s, k), float("nan")) for s in splits for k in KINDS}
 
 
 def _resume_step(ckpt_path: str | None) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from twoworlds.lightning_modules.metrics import final_name
 from twoworlds.results.records import BOOKKEEPING_KEYS, atomic_write, flatten
 
 # Written by `twoworlds sweep` beside the trials: the sweep file and the expected trial names.
@@ -54,7 +55,7 @@ def _read_trial(path: Path) -> tuple[dict, pd.DataFrame, dict]:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"status": "running"}
     row = {"trial": path.name, **cfg, **{k: summary.get(k) for k in _SUMMARY_KEYS}}
     for k, v in (summary.get("final") or {}).items():
-        row[f"final/{k}"] = float(v)  # "nan"/"inf" strings of a diverged run become floats again
+        row[final_name(k)] = float(v)  # "nan"/"inf" strings of a diverged run become floats again
     metrics_path = path / "metrics.csv"
     curve = pd.read_csv(metrics_path) if metrics_path.exists() and metrics_path.stat().st_size else pd.DataFrame()
     return row, curve, prov
@@ -80,7 +81,7 @@ def load_study(study_dir: str | Path) -> Study:
         if len(curve):
             curves.append(curve.assign(trial=d.name))
     trials = pd.DataFrame(rows)
-    config_keys = [c for c in trials.columns if c not in ("trial", *_SUMMARY_KEYS) and not c.startswith("final/")]
+    config_keys = [c for c in trials.columns if c not in ("trial", *_SUMMARY_KEYS) and not c.startswith(final_name(""))]
     varying = [k for k in config_keys if trials[k].astype(str).nunique() > 1]
     cols = ["trial", *config_keys, "pair_key"]
     if curves:

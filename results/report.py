@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from twoworlds.lightning_modules.metrics import final_name
 from twoworlds.results import plots
 from twoworlds.results.aggregate import Study, load_study, write_tables
 from twoworlds.results.analysis import (
@@ -191,7 +192,7 @@ def _trials_table(study: Study) -> pd.DataFrame:
     t = study.trials
     cols = {"trial": t.trial, "world": t.world, "status": t.status,
             "steps done": [_steps(v) for v in t.steps_done.astype(float)]}
-    for key, name in ((f"final/{TEST_SOFT}", "test soft err"), (f"final/{TRAIN_ERR}", "train err")):
+    for key, name in ((final_name(TEST_SOFT), "test soft err"), (final_name(TRAIN_ERR), "train err")):
         if key in t:
             cols[name] = [_pct(v) for v in t[key].astype(float)]
     return pd.DataFrame(cols)
