@@ -68,23 +68,17 @@ def _check_common_knobs(input_shape: tuple[int, ...], num_classes: int, width: i
             raise ValueError(f"{knob} must be a positive integer; got {value}")
 
 
+# The ops of each family by input rank: (C, L) sequences take the 1-D ops, (C, H, W) images the 2-D ones.
+_OPS = {
+    2: dict(conv=nn.Conv1d, bn=nn.BatchNorm1d, max_pool=nn.MaxPool1d, global_max=nn.AdaptiveMaxPool1d,
+            global_avg=nn.AdaptiveAvgPool1d),
+    3: dict(conv=nn.Conv2d, bn=nn.BatchNorm2d, max_pool=nn.MaxPool2d, global_max=nn.AdaptiveMaxPool2d,
+            global_avg=nn.AdaptiveAvgPool2d),
+}
+
+
 def _ops(input_shape: tuple[int, ...]) -> SimpleNamespace:
-    """1-D ops for (C, L) inputs, 2-D ops for (C, H, W) inputs."""
-    if len(input_shape) == 2:
-        return SimpleNamespace(
-            conv=nn.Conv1d,
-            bn=nn.BatchNorm1d,
-            max_pool=nn.MaxPool1d,
-            global_max=nn.AdaptiveMaxPool1d,
-            global_avg=nn.AdaptiveAvgPool1d,
-        )
-    return SimpleNamespace(
-        conv=nn.Conv2d,
-        bn=nn.BatchNorm2d,
-        max_pool=nn.MaxPool2d,
-        global_max=nn.AdaptiveMaxPool2d,
-        global_avg=nn.AdaptiveAvgPool2d,
-    )
+    return SimpleNamespace(**_OPS[len(input_shape)])
 
 
 # --------------------------------------------------------------------------------------------------- MLP
