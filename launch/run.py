@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 from twoworlds.datamodules import build_source
+from twoworlds.datamodules.config import WORLDS
 from twoworlds.datamodules.corruptions import corrupt_source, is_active
 from twoworlds.datamodules.datamodule import WorldDataModule
 from twoworlds.datamodules.loaders import choose_loader
@@ -165,7 +166,7 @@ def _resume_step(ckpt_path: str | None) -> int:
 def run_pair(cfg: DictConfig) -> tuple[dict, dict]:
     """The Real World run and the Ideal World run of the same config, one after the other."""
     out = []
-    for world in ("real", "ideal"):
+    for world in WORLDS:  # real, then ideal
         c = cfg.copy()
         c.world = world
         if cfg.name:
