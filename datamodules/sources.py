@@ -52,6 +52,9 @@ class DataConfig:
     test_y_file: str = ""
     npz: str = ""  # arrays source: one .npz with x/X, y/Y and optional x_test/X_test, y_test/Y_test
     test_fraction: float = 0.1  # arrays source without a test split: seeded holdout fraction
+    # arrays source: the number of classes K (labels must be < K); unset, K = max label + 1 and a
+    # class below it without a sample is refused. Other sources: must equal the source's own K.
+    num_classes: int | None = None
     cache_dir: str = ""  # loader=ffcv: where pool .beton files are written once (empty: <data_dir>/ffcv-cache)
 
 
@@ -111,6 +114,8 @@ def build_source(name: str, cfg: DataConfig) -> Source:
         raise ValueError(f"unknown source '{name}'; known: {', '.join(sorted(SOURCES))}.{hint}")
     source = SOURCES[name](cfg)
     source.name = name
+    if cfg.num_classes is not None and cfg.num_classes != source.num_classes:
+        raise ValueError(f"data.num_classes={cfg.num_classes} but the {name} source has {source.num_classes} classes")
     if cfg.pool_size is not None:
         if cfg.pool_size < 1 or (source.pool_size is not None and cfg.pool_size > source.pool_size):
             have = "unbounded" if source.pool_size is None else f"{source.pool_size:,}"
