@@ -159,7 +159,7 @@ def _final_metrics(final: dict, splits: list[str]) -> dict[str, float]:
 def _distinct_seen(module: ClassificationModule, trainer: pl.Trainer, collective: bool) -> int | None:
     """Distinct pool ids that reached the training step, counted (not derived from the plan); None
     when the plan's id range is too wide to count, or when a DDP run failed (no all-reduce then)."""
-    if trainer.world_size > 1 and not collective:
+    if module.seen is None or (trainer.world_size > 1 and not collective):
         return None
     return module.seen.count(trainer.strategy)
 
