@@ -4,16 +4,13 @@
 pool id i) with three fields: `x` (uint8 CHW for image sources, float32 otherwise), `y` and `id`
 (the sample id itself, so what the loader returns can be checked against the world plan).
 
-The cache is verified, never trusted blindly:
+The cache is verified, never trusted blindly (the checks themselves live in `ffcv_cache.py`):
 - The file is named by a hash of the source's name, its parameters, its pool size, a fingerprint of
   a few samples (catches a change of generator code) and, for sources read from files, the SHA-256
-  of every file's full content, so no changed row can reuse an old .beton. File digests are computed
-  once per file version and recorded in `<cache>/digests/` keyed by path, size and mtime.
-- It is written under a temporary name, hashed, and moved into place with a sidecar `<file>.sha256`
-  (`sha256sum -c` format). Before each use the file is checked against it: a stamp `<file>.verified`
-  (size, mtime) skips rehashing an untouched file; any other file is rehashed, and one that fails
-  (overwritten pages, truncated, no sidecar) is rebuilt, with one line saying so. Writing and
-  checking hold a lock on `<file>.lock`, so concurrent trials write a pool once.
+  of every file's whole content, so no changed row can reuse an old .beton.
+- It is written under a temporary name, hashed, and moved into place with a sidecar checksum,
+  checked before each use; a file that fails (overwritten pages, truncated, no sidecar) is rebuilt
+  with one line saying so. Writing and checking hold a lock, so concurrent trials write a pool once.
 - `FFCVBatches` compares the ids FFCV returns with the plan's ids for every batch before it is
   yielded; a mismatch is an error naming the file and the step, and the file is deleted.
 
@@ -37,8 +34,6 @@ that says how to install it.
 from __future__ import annotations
 
 import _thread
-import contextlib
-import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -51,6 +46,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from twoworlds.datamodules.ffcv_cache import discard, file_digest, locked, problem, seal
 from twoworlds.datamodules.worlds import rank_slice
 
 if TYPE_CHECKING:
@@ -60,7 +56,6 @@ if TYPE_CHECKING:
 FFCV_MISSING = "loader=ffcv needs FFCV: pip install -e '.[ffcv]' (and apt libopencv-dev libturbojpeg0-dev)"
 CHUNK = 4096  # pool ids read from the source at a time while writing
 LARGE_POOL = 100_000  # print writing progress (every ~10%) for pools at least this large
-HASH_CHUNK = 16 << 20  # bytes read at a time while hashing
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -93,50 +88,6 @@ def _fingerprint(source: Source) -> str:
     h.update(x.contiguous().numpy().tobytes())
     h.update(y.to(torch.int64).contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _stat_key(path: Path) -> dict:
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def file_digest(path: Path, cache_dir: str | Path) -> str:
-    """SHA-256 of a source file's whole content, hashed once per (path, size, mtime) and recorded."""
-    path = Path(path).resolve()
-    record = Path(cache_dir).expanduser() / "digests" / f"{hashlib.sha1(str(path).encode()).hexdigest()[:16]}.json"
-    before = {"path": str(path), **_stat_key(path)}
-    known = _read_json(record)
-    if known.get("sha256") and {k: known.get(k) for k in before} == before:
-        return known["sha256"]
-    if before["size"] >= 1 << 30:
-        print(f"ffcv: hashing {path} ({before['size'] / 2**30:.1f} GiB; once per version of the file)", flush=True)
-    digest = _sha256(path)
-    if {"path": str(path), **_stat_key(path)} != before:
-        raise ValueError(f"{path} changed while it was being hashed; run again once it is complete")
-    record.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(record, {**before, "sha256": digest})
-    return digest
 
 
 def _source_files(source: Source) -> list[Path]:
@@ -214,60 +165,6 @@ class _PoolDataset:
             raise
 
 
-def _companion(beton: Path, suffix: str) -> Path:
-    return beton.with_name(beton.name + suffix)
-
-
-@contextlib.contextmanager
-def _locked(beton: Path):
-    """Holds an exclusive lock on `<beton>.lock`: one process at a time writes or checks the file."""
-    beton.parent.mkdir(parents=True, exist_ok=True)
-    with open(_companion(beton, ".lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _seal(tmp: Path, final: Path) -> None:
-    """Hash the written file, then move it into place with its sidecar and verified-stamp."""
-    digest = _sha256(tmp)
-    sidecar = _companion(final, ".sha256")
-    _write_json(_companion(final, ".verified"), {})  # no stale stamp survives a rewrite
-    side_tmp = sidecar.with_name(f"{sidecar.name}.tmp-{os.getpid()}")
-    side_tmp.write_text(f"{digest}  {final.name}\n")
-    os.replace(side_tmp, sidecar)
-    os.replace(tmp, final)
-    _write_json(_companion(final, ".verified"), {**_stat_key(final), "sha256": digest})
-
-
-def _problem(final: Path) -> str | None:
-    """Why the existing `final` cannot be used, or None when it matches its sidecar checksum.
-    A file whose size and mtime are those recorded at its last check is not rehashed."""
-    sidecar = _companion(final, ".sha256")
-    if not sidecar.is_file():
-        return "has no checksum"
-    want = (sidecar.read_text().split() or [""])[0]
-    stamp = {**_stat_key(final), "sha256": want}
-    if _read_json(_companion(final, ".verified")) == stamp:
-        return None
-    if _sha256(final) != want:
-        return "failed its checksum"
-    _write_json(_companion(final, ".verified"), stamp)
-    return None
-
-
-def _discard(final: Path, inode: int | None = None) -> None:
-    """Delete the .beton and its checksum files (only the file with this inode, when given: a
-    concurrent rebuild may already have replaced it)."""
-    with contextlib.suppress(FileNotFoundError):
-        if inode is not None and final.stat().st_ino != inode:
-            return
-    for path in (final, _companion(final, ".sha256"), _companion(final, ".verified")):
-        path.unlink(missing_ok=True)
-
-
 def write_pool_beton(source: Source, cache_dir: str | Path, params: dict | None = None,
                      num_workers: int = 2, chunk: int = CHUNK) -> Path:
     """Writes (or reuses, once verified) the .beton of the source's whole training pool; returns its path.
@@ -277,14 +174,14 @@ def write_pool_beton(source: Source, cache_dir: str | Path, params: dict | None 
     """
     _require_ffcv()
     final = beton_path(source, cache_dir, params)  # raises for unbounded pools
-    with _locked(final):
+    with locked(final):
         if final.is_file():
-            problem = _problem(final)
-            if problem is None:
+            why = problem(final)
+            if why is None:
                 print(f"ffcv: reusing {final}", flush=True)
                 return final
-            print(f"ffcv: {final} {problem}; rebuilding", flush=True)
-            _discard(final)
+            print(f"ffcv: {final} {why}; rebuilding", flush=True)
+            discard(final)
         _write(source, final, num_workers, chunk)
     return final
 
@@ -321,7 +218,7 @@ def _write(source: Source, final: Path, num_workers: int, chunk: int) -> None:
         writer = DatasetWriter(str(tmp), fields, num_workers=max(1, min(num_workers, 2)))
         writer.from_indexed_dataset(dataset, chunksize=chunk)
         done.set()
-        _seal(tmp, final)
+        seal(tmp, final)
     except KeyboardInterrupt:
         for child in set(multiprocessing.active_children()) - before:  # the writer's other workers
             child.terminate()
@@ -381,8 +278,8 @@ class FFCVBatches:
         if len(got) == len(want) and torch.equal(got.to(torch.int64), want):
             return
         at = int((got[:len(want)].to(torch.int64) != want[:len(got)]).nonzero()[0, 0]) if len(got) and len(want) else 0
-        with _locked(self.path):
-            _discard(self.path, inode)
+        with locked(self.path):
+            discard(self.path, inode)
         raise CacheError(
             f"ffcv: {self.path} served sample id {got[at].item() if at < len(got) else 'none'} where the plan "
             f"has {want[at].item() if at < len(want) else 'none'} (step {step}, rank {self.dm.rank}, position {at}); "
