@@ -36,6 +36,9 @@ class DataConfig:
     test_y_file: str = ""
     npz: str = ""  # arrays source: one .npz with x/X, y/Y and optional x_test/X_test, y_test/Y_test
     test_fraction: float = 0.1  # arrays source without a test split: seeded holdout fraction
+    # arrays source: the number of classes K (labels must be < K); unset, K = max label + 1 and a
+    # class below it without a sample is refused. Other sources: must equal the source's own K.
+    num_classes: int | None = None
     cache_dir: str = ""  # loader=ffcv: where pool .beton files are written once (empty: <data_dir>/ffcv-cache)
 
 

@@ -79,10 +79,10 @@ class WorldDataModule(pl.LightningDataModule):
         self.real: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         if loader == "ffcv":
-            from twoworlds.datamodules.ffcv_loader import FFCV_MISSING, beton_path, ffcv_available
+            from twoworlds.datamodules.ffcv_loader import FFCV_MISSING, check_bounded, ffcv_available
             if not ffcv_available():
                 raise ValueError(FFCV_MISSING)
-            beton_path(source, cache_dir, self.cache_params)  # refuses unbounded pools up front
+            check_bounded(source)  # refuses unbounded pools up front
 
     def prepare_data(self) -> None:
         # Lightning runs this once per node (local rank 0) before `setup`: the pool's .beton is

@@ -2,10 +2,17 @@
 
 `write_pool_beton` writes the source's whole training pool (ids `0..pool_size-1`, so beton row i is
 pool id i) with three fields: `x` (uint8 CHW for image sources, float32 otherwise), `y` and `id`
-(the sample id itself, so what the loader returns can be checked against the world plan). The file
-is named by a hash of the source's name, its parameters, its pool size and a fingerprint of its
-content; it is written under a temporary name and moved into place atomically, and reused when it
-already exists.
+(the sample id itself, so what the loader returns can be checked against the world plan).
+
+The cache is verified, never trusted blindly (the checks themselves live in `ffcv_cache.py`):
+- The file is named by a hash of the source's name, its parameters, its pool size, a fingerprint of
+  a few samples (catches a change of generator code) and, for sources read from files, the SHA-256
+  of every file's whole content, so no changed row can reuse an old .beton.
+- It is written under a temporary name, hashed, and moved into place with a sidecar checksum,
+  checked before each use; a file that fails (overwritten pages, truncated, no sidecar) is rebuilt
+  with one line saying so. Writing and checking hold a lock, so concurrent trials write a pool once.
+- `FFCVBatches` compares the ids FFCV returns with the plan's ids for every batch before it is
+  yielded; a mismatch is an error naming the file and the step, and the file is deleted.
 
 `FFCVBatches` serves exactly the ids of the `tensor` backend (`TensorBatches`), step by step: it
 lays this rank's share of every global batch of the `WorldPlan` end to end and hands that index
@@ -39,6 +46,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from twoworlds.datamodules.ffcv_cache import discard, file_digest, locked, problem, seal
 from twoworlds.datamodules.worlds import rank_slice
 
 if TYPE_CHECKING:
@@ -49,6 +57,10 @@ FFCV_MISSING = "loader=ffcv needs FFCV: pip install -e '.[ffcv]' (and apt libope
 CHUNK = 4096  # pool ids read from the source at a time while writing
 LARGE_POOL = 100_000  # print writing progress (every ~10%) for pools at least this large
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class CacheError(ValueError):
+    """The .beton served something other than the plan's samples."""
 
 
 def ffcv_available() -> bool:
@@ -78,15 +90,29 @@ def _fingerprint(source: Source) -> str:
     return h.hexdigest()
 
 
-def beton_path(source: Source, cache_dir: str | Path, params: dict | None = None) -> Path:
-    """Where `write_pool_beton` puts (or finds) this source's pool."""
+def _source_files(source: Source) -> list[Path]:
+    """The files a (possibly wrapped, e.g. corrupted) source reads its samples from; [] if generated."""
+    while not hasattr(source, "files") and hasattr(source, "inner"):
+        source = source.inner
+    return list(getattr(source, "files", []))
+
+
+def check_bounded(source: Source) -> None:
     if source.pool_size is None:
         raise ValueError(
             f"loader=ffcv writes the whole training pool to a .beton, but the {source.name} pool is "
             f"unbounded; set data.pool_size=... to cap it (e.g. data.pool_size=1000000), or use loader=tensor")
+
+
+def beton_path(source: Source, cache_dir: str | Path, params: dict | None = None) -> Path:
+    """Where `write_pool_beton` puts (or finds) this source's pool: named by everything its content
+    depends on. Generated sources are pure functions of their parameters; file sources add the
+    digest of every file they read (hashed once per file version)."""
+    check_bounded(source)
     desc = {"source": source.name, "params": params or {}, "pool_size": int(source.pool_size),
             "input_shape": list(source.input_shape), "image": bool(getattr(source, "is_image", False)),
-            "fingerprint": _fingerprint(source)}
+            "fingerprint": _fingerprint(source),
+            "files": [file_digest(p, cache_dir) for p in _source_files(source)]}
     key = hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return Path(cache_dir).expanduser() / f"{source.name}-{key}.beton"
 
@@ -141,20 +167,29 @@ class _PoolDataset:
 
 def write_pool_beton(source: Source, cache_dir: str | Path, params: dict | None = None,
                      num_workers: int = 2, chunk: int = CHUNK) -> Path:
-    """Writes (or reuses) the .beton of the source's whole training pool; returns its path.
+    """Writes (or reuses, once verified) the .beton of the source's whole training pool; returns its path.
 
     `params`: the source's DataConfig-derived parameters (anything that changes its content), part
-    of the file's cache key together with the name, pool size and a content fingerprint.
+    of the file's cache key together with the name, pool size and the content digests.
     """
     _require_ffcv()
+    final = beton_path(source, cache_dir, params)  # raises for unbounded pools
+    with locked(final):
+        if final.is_file():
+            why = problem(final)
+            if why is None:
+                print(f"ffcv: reusing {final}", flush=True)
+                return final
+            print(f"ffcv: {final} {why}; rebuilding", flush=True)
+            discard(final)
+        _write(source, final, num_workers, chunk)
+    return final
+
+
+def _write(source: Source, final: Path, num_workers: int, chunk: int) -> None:
     from ffcv.fields import IntField, NDArrayField
     from ffcv.writer import DatasetWriter
 
-    final = beton_path(source, cache_dir, params)  # raises for unbounded pools
-    if final.is_file():
-        print(f"ffcv: reusing {final}", flush=True)
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     error_path = final.with_name(f"{final.name}.error-{os.getpid()}")
     error_path.unlink(missing_ok=True)
@@ -183,7 +218,7 @@ def write_pool_beton(source: Source, cache_dir: str | Path, params: dict | None 
         writer = DatasetWriter(str(tmp), fields, num_workers=max(1, min(num_workers, 2)))
         writer.from_indexed_dataset(dataset, chunksize=chunk)
         done.set()
-        os.replace(tmp, final)
+        seal(tmp, final)
     except KeyboardInterrupt:
         for child in set(multiprocessing.active_children()) - before:  # the writer's other workers
             child.terminate()
@@ -197,7 +232,6 @@ def write_pool_beton(source: Source, cache_dir: str | Path, params: dict | None 
     secs = time.perf_counter() - t0
     size = final.stat().st_size
     print(f"ffcv: wrote {final.name}: {n:,} samples, {size / 2**20:.1f} MiB in {secs:.1f} s", flush=True)
-    return final
 
 
 class FFCVBatches:
@@ -237,6 +271,20 @@ class FFCVBatches:
                              f"{self.dm.plan.pool_limit:,}; delete it to rewrite it")
         return loader
 
+    def _check_ids(self, ids: torch.Tensor, want: torch.Tensor, step: int, inode: int) -> None:
+        """The ids FFCV returned are the plan's for this step, or the file is deleted and the run stops
+        (the batch never reaches the training step). Costs one comparison of B ints on the host."""
+        got = ids.reshape(-1)
+        if len(got) == len(want) and torch.equal(got.to(torch.int64), want):
+            return
+        at = int((got[:len(want)].to(torch.int64) != want[:len(got)]).nonzero()[0, 0]) if len(got) and len(want) else 0
+        with locked(self.path):
+            discard(self.path, inode)
+        raise CacheError(
+            f"ffcv: {self.path} served sample id {got[at].item() if at < len(got) else 'none'} where the plan "
+            f"has {want[at].item() if at < len(want) else 'none'} (step {step}, rank {self.dm.rank}, position {at}); "
+            f"the file is corrupt and was deleted: run again to rebuild it")
+
     def __iter__(self) -> Iterator[Batch]:
         dm = self.dm
         indices, local = self.indices()
@@ -244,7 +292,11 @@ class FFCVBatches:
             return
         on_cpu = dm.device.type == "cpu"
         step = self.start_step
+        inode = self.path.stat().st_ino
+        plan_ids = torch.from_numpy(indices)
         for x, y, ids in self.loader(indices, local):
+            k = step - self.start_step
+            self._check_ids(ids, plan_ids[k * local:(k + 1) * local], step, inode)
             # FFCV reuses its output buffers a few batches later: copy (clone on the CPU).
             if on_cpu:
                 x, y, ids = x.clone(), y.to(torch.int64, copy=True), ids.to(torch.int64, copy=True)

@@ -130,6 +130,7 @@ class FileSource(Source):
     _opened: list[tuple | None]
     _labels: list[np.ndarray]  # int64, one per array
     _layout: str  # "hwc" (uint8 images, stored HWC), "chw" (uint8 images, stored CHW), "float"
+    files: list[Path]  # every file the samples are read from (the FFCV cache hashes their content)
 
     def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -176,10 +177,40 @@ class FileSource(Source):
 # ---------------------------------------------------------------------------------------------
 
 
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """`_codecs.encode` as protocol-2 pickles of bytes use it (Python 3 writers), and nothing else."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not a bytes literal")
+    return text.encode("latin1")
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only what a CIFAR-10 batch holds: dicts, lists, bytes, str, ints (no globals needed)
+    and numpy arrays through numpy's own reconstruct globals. Anything else (os.system, eval, any
+    class) is refused before it is called."""
+
+    _reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # files pickled by numpy 1.x
+               ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # numpy 2.x
+               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+               ("_codecs", "encode"): _latin1_encode}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refuses global {module}.{name}")
+        return self.ALLOWED[(module, name)]
+
+
 def _read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(x uint8 (N, 3, 32, 32), y int64) of one pickled CIFAR-10 batch."""
-    with open(path, "rb") as f:
-        batch = pickle.load(f, encoding="bytes")
+    """(x uint8 (N, 3, 32, 32), y int64) of one pickled CIFAR-10 batch, read without running code."""
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+        if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+            raise pickle.UnpicklingError("no dict with b'data' and b'labels'")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise ValueError(f"{path} is not a CIFAR-10 python batch ({e}); delete it and unpack "
+                         f"{CIFAR10_URL} again") from None
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     labels = np.asarray(batch[b"labels"], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
@@ -246,6 +277,7 @@ class CIFAR10Source(FileSource):
                              + _cifar10_help(data_dir))
         x, y = load_cifar10(data_dir, train=True)
         tx, ty = load_cifar10(data_dir, train=False)
+        self.files = [data_dir / CIFAR10_DIR / name for name in (*CIFAR10_TRAIN, CIFAR10_TEST)]
         self.input_shape = (3, 32, 32)
         self.num_classes = 10
         self.pool_size = len(x)
@@ -287,6 +319,7 @@ class CIFAR5mSource(FileSource):
                 f"put all six in {self.data_dir.resolve()} or point data.data_dir at them.")
         self._arrays, self._labels = [], []
         self._opened = [("npz", p, "X") for p in paths]
+        self.files = paths
         for p in paths:
             keys = _npz_keys(p)
             if "X" not in keys or "Y" not in keys:
@@ -338,6 +371,46 @@ def _first_key(keys: list[str], *names: str) -> str | None:
     return next((n for n in names if n in keys), None)
 
 
+FINITE_CHUNK = 64 << 20  # bytes of x checked at a time (memory-mapped files can be large)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _finite(x: np.ndarray, path: Path, key: str) -> np.ndarray:
+    """x itself; a ValueError naming the file and the first row with a NaN, an inf, or a value that
+    turns into inf as float32 (a data error, not a run that "diverges at step 1")."""
+    if not np.issubdtype(x.dtype, np.inexact) or not len(x):
+        return x
+    rows = max(1, FINITE_CHUNK // max(1, x[:1].nbytes))
+    for start in range(0, len(x), rows):
+        chunk = np.asarray(x[start:start + rows]).reshape(min(rows, len(x) - start), -1)
+        ok = (np.abs(chunk) <= FLOAT32_MAX).all(1)  # False for NaN too
+        if not ok.all():
+            row = start + int(np.argmin(ok))
+            raise ValueError(f"arrays: {Path(path).resolve()} ({key}) has a non-finite value (NaN, inf, or beyond "
+                             f"float32) in row {row:,}; fix or drop that sample")
+    return x
+
+
+def _num_classes(labels: list[np.ndarray], files: dict[str, Path], given: int | None) -> int:
+    """K = data.num_classes when given (every label below it), else max label + 1, refused when a
+    class below the largest label has no sample (one stray label 1000 would make 1001 classes)."""
+    named = [(what, lab) for what, lab in zip(("y", "test y"), labels, strict=False) if len(lab)]
+    what, lab = max(named, key=lambda p: int(p[1].max()))
+    top, row = int(lab.max()), int(lab.argmax())
+    where = f"label {top} in row {row:,} of {what} ({Path(files[what]).resolve()})"
+    if given is not None:
+        if top >= given:
+            raise ValueError(f"arrays: {where} is not below data.num_classes={given}; fix the label or raise data.num_classes")
+        return given
+    counts = np.bincount(np.concatenate([lab for _, lab in named]), minlength=top + 1)
+    empty = np.flatnonzero(counts == 0)
+    if len(empty):
+        shown = ", ".join(str(int(k)) for k in empty[:5]) + (f", ... ({len(empty):,} in all)" if len(empty) > 5 else "")
+        raise ValueError(f"arrays: {where} implies {top + 1:,} classes, but classes {shown} have no sample; "
+                         f"fix the labels, or set data.num_classes={top + 1} if that many classes is intended")
+    return top + 1
+
+
 @register_source("arrays")
 class ArraySource(FileSource):
     """The user's arrays: `data.npz=<file>` (x/X, y/Y, optional x_test/X_test, y_test/Y_test) or
@@ -352,7 +425,8 @@ class ArraySource(FileSource):
 
     def __init__(self, cfg: DataConfig):
         data_dir = Path(cfg.data_dir).expanduser()
-        x, y, tx, ty, self._opened = self._load(cfg, data_dir)
+        x, y, tx, ty, self._opened, files = self._load(cfg, data_dir)
+        self.files = sorted(set(files.values()))
         if len(x) != len(y):
             raise ValueError(f"arrays: x holds {len(x):,} samples but y holds {len(y):,} labels")
         if tx is not None and len(tx) != len(ty):
@@ -362,7 +436,7 @@ class ArraySource(FileSource):
         if len(x) == 0:
             raise ValueError("arrays: x holds no samples")
         labels = [self._labels_of(y, "y")] + ([self._labels_of(ty, "test y")] if ty is not None else [])
-        self.num_classes = int(max(int(lab.max()) for lab in labels if len(lab)) + 1)
+        self.num_classes = _num_classes(labels, files, cfg.num_classes)
 
         self._layout = self._layout_of(x)
         sample = x.shape[1:]
@@ -417,9 +491,11 @@ class ArraySource(FileSource):
                 raise ValueError(f"arrays: {path.resolve()} holds only one of x_test/y_test; give both or neither")
             x, y = _npz_memmap(path, kx), np.asarray(_npz_memmap(path, ky))
             opened = [("npz", path, kx), ("npz", path, ktx)]
+            files = {"x": path, "y": path, "test x": path, "test y": path}
             if ktx is None:
-                return x, y, None, None, opened
-            return x, y, _npz_memmap(path, ktx), np.asarray(_npz_memmap(path, kty)), opened
+                return _finite(x, path, "x"), y, None, None, opened, files
+            tx = _finite(_npz_memmap(path, ktx), path, ktx)
+            return _finite(x, path, kx), y, tx, np.asarray(_npz_memmap(path, kty)), opened, files
         if not (cfg.x_file and cfg.y_file):
             raise ValueError("the arrays source needs data.npz=<file.npz> or data.x_file=<x.npy> data.y_file=<y.npy> "
                              f"(relative to data.data_dir={cfg.data_dir} unless absolute)")
@@ -434,9 +510,14 @@ class ArraySource(FileSource):
             raise ValueError(f"arrays: missing {', '.join(missing)}")
         arrays = {key: np.load(p, mmap_mode="r", allow_pickle=False) for key, p in paths.items()}
         opened = [("npy", paths["data.x_file"]), ("npy", paths.get("data.test_x_file"))]
+        files = {what: paths[f"data.{key}"] for what, key in (("x", "x_file"), ("y", "y_file"),
+                 ("test x", "test_x_file"), ("test y", "test_y_file")) if f"data.{key}" in paths}
+        for key in ("data.x_file", "data.test_x_file"):
+            if key in arrays:
+                _finite(arrays[key], paths[key], key)
         return (arrays["data.x_file"], np.asarray(arrays["data.y_file"]),
                 arrays.get("data.test_x_file"),
-                None if "data.test_y_file" not in arrays else np.asarray(arrays["data.test_y_file"]), opened)
+                None if "data.test_y_file" not in arrays else np.asarray(arrays["data.test_y_file"]), opened, files)
 
     @staticmethod
     def _labels_of(y: np.ndarray, what: str) -> np.ndarray:

@@ -81,6 +81,8 @@ register_source = SOURCES.register
 def build_source(name: str, cfg: DataConfig) -> Source:
     source = SOURCES[name](cfg)  # an unknown name lists the known ones
     source.name = name
+    if cfg.num_classes is not None and cfg.num_classes != source.num_classes:
+        raise ValueError(f"data.num_classes={cfg.num_classes} but the {name} source has {source.num_classes} classes")
     if cfg.pool_size is not None:
         if cfg.pool_size < 1 or (source.pool_size is not None and cfg.pool_size > source.pool_size):
             have = "unbounded" if source.pool_size is None else f"{source.pool_size:,}"

@@ -71,6 +71,12 @@ class WorldPlan:
     def distinct_samples(self) -> int:
         return self.samples_seen if self.world == "ideal" else min(self.n, self.samples_seen)
 
+    def id_range(self) -> tuple[int, int]:
+        """[lo, hi): every pool id this plan can draw (the range `distinct_samples_seen` is counted over)."""
+        if self.finite:
+            return 0, self.pool_limit
+        return _window(self.seed), _window(self.seed) + (self.n if self.world == "real" else self.samples_seen)
+
     def check_pool(self, source_name: str = "source") -> None:
         """Refuse, before any training, a finite pool too small for this run (invariant 2)."""
         if not self.finite:

@@ -49,8 +49,14 @@ def provenance() -> dict:
 
 
 def _json_safe(value):
+    """Non-finite floats at any depth as "nan" / "inf" / "-inf": strict JSON, and a diverged run's
+    numbers stay visible (readers turn them back with float())."""
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # "nan" / "inf": valid JSON, and a diverged run's numbers stay visible
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
     return value
 
 
@@ -103,4 +109,4 @@ class RunRecorder:
         if not self.enabled:
             return
         atomic_write_text(self.run_dir / "summary.json",
-                          json.dumps({k: _json_safe(v) for k, v in summary.items()}, indent=2) + "\n")
+                          json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n")

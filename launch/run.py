@@ -58,7 +58,7 @@ def build(cfg: DictConfig) -> tuple[ClassificationModule, WorldDataModule, World
         net = build_network(m.name, source.input_shape, source.num_classes, m.width, m.depth, m.patch_size)
         if cfg.channels_last:
             net = net.to(memory_format=torch.channels_last)
-        module = ClassificationModule(net, cfg.optim, cfg.steps)
+        module = ClassificationModule(net, cfg.optim, cfg.steps, plan.id_range())
         loader, why = choose_loader(cfg.loader, source, torch.device("cuda" if accelerator(
             cfg.device, cfg.precision) == "gpu" else "cpu"))
         if cfg.progress and cfg.loader == "auto":
@@ -117,21 +117,22 @@ def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks
                "num_classes": dm.source.num_classes, "status": "running",
                "resumed_from_step": _resume_step(ckpt_path)}
     start = time.perf_counter()
+    collective = True  # False once a rank may have died: the end-of-run count then skips its all-reduce
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
         summary["status"] = "completed" if evaluator.status == "running" else evaluator.status
     except KeyboardInterrupt:
-        summary["status"] = "interrupted"
+        summary["status"], collective = "interrupted", False
         raise
     except Exception as e:
-        summary["status"], summary["error"] = "failed", f"{type(e).__name__}: {e}"
+        summary["status"], summary["error"], collective = "failed", f"{type(e).__name__}: {e}", False
         raise
     finally:
         steps_done = trainer.global_step
         summary.update(
             steps=cfg.steps, steps_done=steps_done, batch_size=cfg.batch_size,
             samples_seen=steps_done * cfg.batch_size,
-            distinct_samples_seen=min(plan.distinct_samples, steps_done * cfg.batch_size),
+            distinct_samples_seen=_distinct_seen(module, trainer, collective),
             wall_time=time.perf_counter() - start,
             final={k: v for k, v in evaluator.last_row.items() if "/" in k})
         if evaluator.stopped_early_at is not None:
@@ -155,6 +156,14 @@ def _final_metrics(final: dict, splits: list[str]) -> dict[str, float]:
     the metric columns of the whole logdir from one trial's hparams summary, picked arbitrarily."""
     splits = splits if TRAIN in splits else [*splits, TRAIN]
     return {final_name(metric_name(s, k)): final.get(metric_name(s, k), float("nan")) for s in splits for k in KINDS}
+
+
+def _distinct_seen(module: ClassificationModule, trainer: pl.Trainer, collective: bool) -> int | None:
+    """Distinct pool ids that reached the training step, counted (not derived from the plan); None
+    when the plan's id range is too wide to count, or when a DDP run failed (no all-reduce then)."""
+    if module.seen is None or (trainer.world_size > 1 and not collective):
+        return None
+    return module.seen.count(trainer.strategy)
 
 
 def _resume_step(ckpt_path: str | None) -> int:

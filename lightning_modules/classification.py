@@ -17,6 +17,7 @@ from torchmetrics import Metric
 from twoworlds.lightning_modules.config import OPTIMIZERS, SCHEDULES, OptimConfig
 from twoworlds.lightning_modules.metrics import ERROR, KINDS, LOSS, SOFT_ERROR, metric_name
 from twoworlds.lightning_modules.schedules import lr_factor
+from twoworlds.lightning_modules.seen import STATE_KEY, SeenIds
 
 __all__ = ["ClassificationErrors", "ClassificationModule", "OptimConfig"]
 
@@ -51,7 +52,7 @@ class ClassificationErrors(Metric):
 
 
 class ClassificationModule(pl.LightningModule):
-    def __init__(self, net: nn.Module, optim: OptimConfig, steps: int):
+    def __init__(self, net: nn.Module, optim: OptimConfig, steps: int, id_range: tuple[int, int] | None = None):
         super().__init__()
         # launch/config.py validates both choices with a message for the person who typed them.
         assert optim.name in OPTIMIZERS and optim.schedule in SCHEDULES, (optim.name, optim.schedule)
@@ -63,6 +64,8 @@ class ClassificationModule(pl.LightningModule):
         # Sum of training losses since the last divergence check, kept on the device so that the
         # host never syncs on a training step.
         self.register_buffer("loss_acc", torch.zeros(()), persistent=False)
+        # The pool ids that reached this step, [lo, hi) = the world plan's id range (None: not counted).
+        self.seen = SeenIds(*id_range) if id_range is not None else None
 
     def __setattr__(self, name: str, value) -> None:
         # Lightning sets `_current_fx_name` (a plain str) around every hook, ~45 times a step;
@@ -80,7 +83,9 @@ class ClassificationModule(pl.LightningModule):
         return F.cross_entropy(logits, y), logits
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y, _ids = batch
+        x, y, ids = batch
+        if self.seen is not None:
+            self.seen.add(ids)
         opt, sched = self.optimizers(), self.lr_schedulers()
         loss, _ = self._step(x, y)
         opt.zero_grad(set_to_none=True)
@@ -107,6 +112,14 @@ class ClassificationModule(pl.LightningModule):
         values = self.errors.compute()
         self.net.train(was_training)
         return {metric_name(split, k): float(values[k]) for k in KINDS}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.seen is not None:  # every rank runs this (save_checkpoint is collective): union of the ranks
+            checkpoint[STATE_KEY] = self.seen.state(self.trainer.strategy)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.seen is not None:
+            self.seen.load(checkpoint.get(STATE_KEY, {}))
 
     def take_loss_check(self) -> bool:
         """True while every training loss since the last check was finite (one host sync)."""

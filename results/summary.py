@@ -20,6 +20,8 @@ def collect(study_dir: str | Path, expected: list[str] | None = None) -> list[di
         path = study_dir / name / "summary.json"
         if path.exists():
             s = json.loads(path.read_text())
+            # a diverged run's non-finite metrics are written as "nan"/"inf" strings (strict JSON)
+            s["final"] = {k: float(v) for k, v in (s.get("final") or {}).items()}
         else:
             s = {"trial": name, "status": "missing" if not (study_dir / name).exists() else "running"}
         s.setdefault("trial", name)
