@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+import yaml
 
 
 def test_subpackages_live_under_the_twoworlds_namespace_only(tmp_path):
@@ -27,3 +34,58 @@ def test_the_notebook_api_loads_a_config_runs_a_trial_and_loads_its_study(tmp_pa
     study = twoworlds.load_study(tmp_path / "nb")
     assert list(study.trials.trial) == [summary["trial"]]
     assert study.curves.step.max() == 10
+
+
+@pytest.mark.skipif(os.environ.get("CI") != "true", reason="CI only (CI=true), whose set-up must have built FFCV")
+def test_ci_set_up_built_ffcv():
+    """Elsewhere the FFCV tests skip when launch/install_ffcv.sh could not build it; in CI they must run,
+    so a missing FFCV fails here instead of skipping them quietly."""
+    try:
+        import ffcv  # noqa: F401
+    except ImportError as e:
+        pytest.fail(f"CI=true but FFCV cannot be imported ({e}): launch/install_ffcv.sh did not build it", pytrace=False)
+
+
+REPO = Path(__file__).resolve().parent.parent
+# What a checkout holds besides its sources (.gitignore): the wheel must build without any of it.
+_NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "runs", "build", "*.egg-info", "__pycache__", ".pytest_cache",
+                                      ".ruff_cache", "*.beton")
+
+
+def _ok(*cmd, **kw) -> str:
+    done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=900, **kw)
+    assert done.returncode == 0, f"{' '.join(map(str, cmd))} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_a_wheel_install_runs_the_demo_outside_the_repository(tmp_path):
+    """`pip install .` (a wheel, not editable), then `twoworlds demo --smoke` from an unrelated folder:
+    the shipped sweeps are package data and nothing needs the repository at run time.
+
+    The wheel is built from a copy (pip builds in the source tree) and installed alone into a fresh
+    venv; only then does a .pth line lend it this venv's site-packages for the dependencies. A folder
+    named in a .pth is appended to sys.path, but the .pth files inside it are not run, so this venv's
+    editable-install finder (__editable__*.pth) never loads; with PYTHONPATH unset, `twoworlds` can
+    only come from the wheel, which is checked."""
+    src, dist, venv, work = (tmp_path / d for d in ("src", "dist", "venv", "work"))
+    shutil.copytree(REPO, src, ignore=_NOT_SOURCES)
+    _ok(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w", dist, src)
+    (wheel,) = dist.glob("twoworlds-*.whl")
+    _ok(sys.executable, "-m", "venv", "--without-pip", venv)
+    python = venv / "bin" / "python"
+    # Installed before the .pth exists, so pip sees no other twoworlds (it would try to replace it).
+    _ok(sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel)
+    site = _ok(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip()
+    Path(site, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
+    where = _ok(python, "-c", "import twoworlds.launch.cli as c; print(c.__file__)", cwd=work, env=env)
+    assert where.startswith(site), where
+    assert "quickstart-smoke" in _ok(venv / "bin" / "twoworlds", "sweep", "quickstart", "--smoke", "--dry-run",
+                                     cwd=work, env=env)
+    _ok(venv / "bin" / "twoworlds", "demo", "--smoke", cwd=work, env=env)
+    study = work / "runs" / "quickstart-smoke"
+    assert (study / "report" / "index.html").is_file()
+    config = yaml.safe_load(next(study.glob("*/config.yaml")).read_text())
+    assert config["provenance"]["git_commit"] == "unknown" and config["provenance"]["versions"]["twoworlds"] == "0.1.0"
