@@ -18,11 +18,11 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import TINY, free_port
+from tb_read import read_hparams, read_scalars
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 from twoworlds.launch import config
 from twoworlds.launch.run import run_trial
 from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, metric_name
-from twoworlds.results.tensorboard import read_hparams, read_scalars
 
 FINAL_TAGS = [f"final/{metric_name(s, k)}" for s in (TEST, TRAIN) for k in KINDS]  # every trial declares all
 SERVER_DEADLINE_S = 60  # start-up and first load of the logdir; a tiny study loads in a few seconds
