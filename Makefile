@@ -25,7 +25,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/twoworlds demo
 
+# Chromium (a system package, for the test that renders the report) is checked on every run; only the
+# tests need it, so `make demo` does not install it.
 test: $(STAMP)
+	@bash launch/install_chromium.sh
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -1,9 +1,9 @@
 """`twoworlds` command line.
 
     twoworlds run [FILE.yaml] [key=value ...]   one run; world=both runs the Real/Ideal pair
-    twoworlds sweep FILE [key=value ...]        a study on Ray Tune (--dry-run, --resume, --address, --smoke)
+    twoworlds sweep FILE|NAME [key=value ...]   a study on Ray Tune (--dry-run, --resume, --address, --smoke)
     twoworlds report runs/<study>               tables, plots and report.md/index.html of a study
-    twoworlds demo                              the quick-start study and its report (what `make demo` runs)
+    twoworlds demo [--smoke]                    the quick-start study and its report (what `make demo` runs)
     twoworlds keys                              every config key with its default
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from twoworlds.launch.config import ConfigError
 
-DEMO_SWEEP = str(Path(__file__).resolve().parent.parent / "sweeps" / "quickstart.yaml")
+DEMO_SWEEP = "quickstart"  # a shipped study (sweeps/quickstart.yaml, package data in a wheel)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="train one run (world=real|ideal) or the pair (world=both)")
     p_run.add_argument("args", nargs="*", help="an optional YAML file, then key=value overrides")
     p_sweep = sub.add_parser("sweep", help="run a study (a sweep file) on Ray Tune")
-    p_sweep.add_argument("file", help="a sweep file, e.g. sweeps/quickstart.yaml")
+    p_sweep.add_argument("file", help="a sweep file, e.g. sweeps/quickstart.yaml, or a shipped study's name")
     p_sweep.add_argument("args", nargs="*", help="key=value overrides applied to every trial")
     p_sweep.add_argument("--dry-run", action="store_true", help="print the trial table and exit")
     p_sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                           "Real World convergence step)")
     p_demo = sub.add_parser("demo", help="the quick-start study on MNIST-1D, ending in its report")
     p_demo.add_argument("args", nargs="*", help="key=value overrides")
+    p_demo.add_argument("--smoke", action="store_true", help="its tiny smoke variant (a check that all works)")
     sub.add_parser("keys", help="list every config key with its default")
     ns, extra = parser.parse_known_args(argv)  # key=value overrides may follow --flags
     unknown = [a for a in extra if a.startswith("-")]
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "keys":
             return _keys()
         if ns.command == "demo":
-            return _sweep(DEMO_SWEEP, ns.args, report=True)
+            from twoworlds.launch.sweep_spec import shipped_sweeps
+            return _sweep(str(shipped_sweeps()[DEMO_SWEEP]), ns.args, smoke=ns.smoke, report=True)
         if ns.command == "sweep":
             return _sweep(ns.file, ns.args, dry_run=ns.dry_run, resume=ns.resume, smoke=ns.smoke,
                           address=ns.address, num_cpus=ns.num_cpus, report=ns.report)

@@ -16,15 +16,25 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from twoworlds.results.records import atomic_write_text
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("torch", "pytorch-lightning", "torchmetrics", "ray", "numpy", "omegaconf", "mnist1d", "ffcv")
+PACKAGES = ("twoworlds", "torch", "pytorch-lightning", "torchmetrics", "ray", "numpy", "omegaconf", "mnist1d", "ffcv")
 STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
 
 
+def source_root() -> Path | None:
+    """The source checkout this code runs from (the folder holding twoworlds/ and launch/), or None
+    when it runs from an installed wheel (site-packages/twoworlds/launch/)."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "twoworlds" / "__init__.py").is_file() else None
+
+
 def git_commit() -> str:
-    """The repository's commit, with '-dirty' when there are uncommitted changes; 'unknown' outside git."""
+    """The checkout's commit, with '-dirty' when there are uncommitted changes; 'unknown' outside git
+    and for a wheel install (whose version `versions()` records), even in a venv inside some repository."""
+    root = source_root()
+    if root is None:
+        return "unknown"
     try:
-        run = lambda *a: subprocess.run(["git", *a], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)  # noqa: E731
+        run = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=5)  # noqa: E731
         head = run("rev-parse", "HEAD")
         if head.returncode:
             return "unknown"

@@ -31,6 +31,7 @@ from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 from twoworlds.launch import config, trial_state  # noqa: E402
 from twoworlds.launch.config import ConfigError  # noqa: E402
+from twoworlds.launch.recorder import source_root  # noqa: E402
 from twoworlds.launch.sweep_spec import Sweep  # noqa: E402
 from twoworlds.lightning_modules.metrics import SOFT_ERROR, TEST, metric_name  # noqa: E402
 from twoworlds.results.formats import duration  # noqa: E402
@@ -153,8 +154,9 @@ def init_ray(address: str | None, sweep: Sweep, num_cpus: int | None = None) -> 
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("TWOWORLDS_") or k == "PYTHONPATH"}}
-    repo = str(Path(__file__).resolve().parent.parent)
-    env["env_vars"]["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, env["env_vars"].get("PYTHONPATH")]))
+    # Workers of a source checkout import twoworlds from it; a wheel install is importable anyway.
+    repo = source_root()
+    env["env_vars"]["PYTHONPATH"] = os.pathsep.join(filter(None, [repo and str(repo), env["env_vars"].get("PYTHONPATH")]))
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True, configure_logging=False)
         return False

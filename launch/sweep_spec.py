@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -154,11 +155,27 @@ def _merge_smoke(doc: dict, where: str) -> dict:
     return merged
 
 
-def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (), smoke: bool = False) -> Sweep:
-    """Read, check and expand a sweep file. `overrides` (key=value) apply to every trial, last."""
+def shipped_sweeps() -> dict[str, Path]:
+    """The studies that ship with the package (sweeps/*.yaml, installed as twoworlds/sweeps/), by name."""
+    folder = resources.files("twoworlds.sweeps")
+    return {p.name.removesuffix(".yaml"): Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def resolve_sweep(path: str | Path) -> Path:
+    """`path` when it is a file, else the shipped study of that name (`quickstart`, `quickstart.yaml`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file '{path}' not found")
+    if path.is_file():
+        return path
+    shipped = shipped_sweeps()
+    if path.parent == Path(".") and path.name.removesuffix(".yaml") in shipped:
+        return shipped[path.name.removesuffix(".yaml")]
+    raise ConfigError(f"sweep file '{path}' not found (shipped studies, by name: {', '.join(sorted(shipped))})")
+
+
+def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (), smoke: bool = False) -> Sweep:
+    """Read, check and expand a sweep file (a path, or the bare name of a shipped study such as
+    `quickstart`). `overrides` (key=value) apply to every trial, last."""
+    path = resolve_sweep(path)
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

@@ -47,8 +47,9 @@ def to_markdown(blocks: list[Block], base: Path) -> str:
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
-table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+table{border-collapse:collapse;font-size:0.85em}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
+td{white-space:nowrap}td:first-child{white-space:normal}.table-wrap{overflow-x:auto;margin:0.5em 0}
 pre{background:#f6f6f6;padding:0.8em;overflow-x:auto;font-size:0.85em}figcaption{font-style:italic;font-size:0.9em}"""
 
 
@@ -63,7 +64,9 @@ def to_html(blocks: list[Block], title: str) -> str:
         elif b.kind == "list":
             out.append("<ul>" + "".join(f"<li>{html.escape(str(i))}</li>" for i in b.content) + "</ul>")
         elif b.kind == "table":
-            out.append(b.content.to_html(index=False, na_rep="", border=0, escape=True))
+            # Numbers keep "12.3% ± 0.4%" on one line; a table wider than the page scrolls in its own box
+            # instead of widening the page (headers and the first column wrap first).
+            out.append(f"<div class='table-wrap'>{b.content.to_html(index=False, na_rep='', border=0, escape=True)}</div>")
         elif b.kind == "image":
             data = base64.b64encode(Path(b.content).read_bytes()).decode()
             out.append(f"<figure><img alt='{html.escape(b.caption)}' src='data:image/png;base64,{data}'>"

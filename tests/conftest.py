@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from twoworlds.launch import config
 
@@ -17,3 +19,11 @@ def make_cfg(tmp_path):
         return config.load(None, [*TINY, f"out_dir={tmp_path / 'runs'}", *overrides])
 
     return make
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (a gloo rendezvous, a Ray head, a TensorBoard server);
+    tests import it: `from conftest import free_port`."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).with_name("ray")) if Path(sys.executable).with_name("ray").exists() else "ray"
@@ -32,12 +32,6 @@ SMOKE_TRIALS = 6  # sweeps/quickstart.yaml --smoke: 2 models x 3 worlds x 1 seed
 HEAD_CPUS, WORKER_CPUS = 0, 2  # no CPUs on the head: every trial must be placed on the joined node
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _dashboard_missing() -> str | None:
@@ -95,7 +89,7 @@ class Cluster:
     def __init__(self, base: Path):
         self.base = base
         self.head_dir, self.worker_dir = base / "h", base / "w"  # short: Unix socket paths < 108 chars
-        self.port, self.dashboard_port = _free_port(), _free_port()
+        self.port, self.dashboard_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard = _dashboard_missing() is None
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
@@ -117,11 +111,11 @@ class Cluster:
         head = self.ray("start", "--head", f"--port={self.port}", f"--num-cpus={HEAD_CPUS}",
                         f"--temp-dir={self.head_dir}", "--dashboard-host=127.0.0.1",
                         f"--dashboard-port={self.dashboard_port}", f"--include-dashboard={self.dashboard}",
-                        f"--dashboard-agent-listen-port={_free_port()}",
-                        f"--ray-client-server-port={_free_port()}", *common)
+                        f"--dashboard-agent-listen-port={free_port()}",
+                        f"--ray-client-server-port={free_port()}", *common)
         assert head.returncode == 0, head.stdout
         worker = self.ray("start", f"--address={self.address}", f"--num-cpus={WORKER_CPUS}",
-                          f"--temp-dir={self.worker_dir}", f"--dashboard-agent-listen-port={_free_port()}",
+                          f"--temp-dir={self.worker_dir}", f"--dashboard-agent-listen-port={free_port()}",
                           *common)
         assert worker.returncode == 0, worker.stdout
 

@@ -7,7 +7,9 @@
   For onprem.yaml the whole of Ray's `_bootstrap_config` runs (the local provider needs no SDK).
   Not checked here: AWS and GCP bootstrap (key pairs, IAM, subnets, security groups, instance-type resource
   detection), which needs boto3 / the Google API client and cloud credentials.
-- rayjob.yaml is checked against the fields of KubeRay's ray.io/v1 RayJob / RayCluster types, encoded below.
+- rayjob.yaml's RayCluster goes through the KubeRay autoscaler's translation in Ray (what the autoscaler
+  makes of its groups, replicas, rayStartParams and container resources, then `validate_config`); its field
+  names are checked against a short list of KubeRay ray.io/v1 fields (below).
 """
 
 from __future__ import annotations
@@ -30,22 +32,16 @@ MOUNT_SHARED = re.compile(r"\bmount\b.*\s/shared(\s|$)")
 QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
-# KubeRay ray.io/v1 (rayjob_types.go / raycluster_types.go): the JSON field names of each struct.
-RAYJOB_SPEC_FIELDS = {
-    "entrypoint", "rayClusterSpec", "runtimeEnvYAML", "shutdownAfterJobFinishes", "ttlSecondsAfterFinished",
-    "activeDeadlineSeconds", "submissionMode", "entrypointNumCpus", "entrypointNumGpus", "entrypointResources",
-    "jobId", "clusterSelector", "submitterPodTemplate", "suspend", "backoffLimit", "deletionStrategy",
-    "metadata", "managedBy", "submitterConfig", "schedule",
-}
-RAYCLUSTER_SPEC_FIELDS = {
-    "headGroupSpec", "workerGroupSpecs", "rayVersion", "enableInTreeAutoscaling", "autoscalerOptions",
-    "headServiceAnnotations", "suspend", "gcsFaultToleranceOptions", "managedBy", "upgradeStrategy",
-}
-HEAD_GROUP_FIELDS = {"serviceType", "headService", "enableIngress", "rayStartParams", "template"}
-WORKER_GROUP_FIELDS = {
-    "groupName", "replicas", "minReplicas", "maxReplicas", "numOfHosts", "rayStartParams", "template",
-    "scaleStrategy", "idleTimeoutSeconds", "suspend",
-}
+# No installed package ships KubeRay's CRD schema. What the KubeRay autoscaler reads of the RayCluster is
+# checked by Ray's own translation (test_rayjob_cluster_passes_the_kuberay_autoscalers_translation); for
+# typos, the fields rayjob.yaml may use are listed here: only the ones it uses, so the list does not try
+# to mirror KubeRay. To use another field, check its JSON name in KubeRay's ray-operator/apis/ray/v1/
+# rayjob_types.go or raycluster_types.go (API ray.io/v1, KubeRay >= 1.1) and add it.
+RAYJOB_SPEC_FIELDS = {"entrypoint", "rayClusterSpec", "submissionMode", "shutdownAfterJobFinishes",
+                      "ttlSecondsAfterFinished"}
+RAYCLUSTER_SPEC_FIELDS = {"rayVersion", "enableInTreeAutoscaling", "headGroupSpec", "workerGroupSpecs"}
+HEAD_GROUP_FIELDS = {"rayStartParams", "template"}
+WORKER_GROUP_FIELDS = {"groupName", "replicas", "minReplicas", "maxReplicas", "rayStartParams", "template"}
 SUBMISSION_MODES = {"K8sJobMode", "HTTPMode", "InteractiveMode"}
 
 
@@ -238,6 +234,25 @@ def test_rayjob_matches_kuberay_v1_crd():
     for group in groups:
         limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
         assert int(limits["nvidia.com/gpu"]) >= 1, f"worker group {group['groupName']} has no GPU"
+
+
+def test_rayjob_cluster_passes_the_kuberay_autoscalers_translation():
+    """Ray's KubeRay autoscaler turns the RayCluster into node types as it would in the cluster: the head
+    takes no trials, the GPU workers scale from minReplicas to maxReplicas."""
+    from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
+
+    job, _ = _rayjob_docs()
+    spec = job["spec"]["rayClusterSpec"]
+    ray_cr = {"apiVersion": "ray.io/v1", "kind": "RayCluster", "spec": copy.deepcopy(spec),
+              "metadata": {"name": job["metadata"]["name"], "namespace": "default"}}
+    autoscaling = _derive_autoscaling_config_from_ray_cr(ray_cr)  # ends in Ray's validate_config
+    types = autoscaling["available_node_types"]
+    assert types.pop(autoscaling["head_node_type"])["resources"]["CPU"] == 0
+    assert set(types) == {g["groupName"] for g in spec["workerGroupSpecs"]}
+    for group in spec["workerGroupSpecs"]:
+        node = types[group["groupName"]]
+        assert node["resources"]["GPU"] >= 1 and node["resources"]["CPU"] >= 1
+        assert (node["min_workers"], node["max_workers"]) == (group["minReplicas"], group["maxReplicas"])
 
 
 def test_rayjob_runs_the_sweep_on_the_shared_volume():

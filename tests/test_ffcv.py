@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 
 import pytest
@@ -17,6 +16,7 @@ import torch
 
 pytest.importorskip("ffcv", reason="FFCV is not installed (pip install -e '.[ffcv]'); loader=ffcv is untested")
 
+from conftest import free_port  # noqa: E402
 from image_fixtures import write_tiny_cifar5m  # noqa: E402
 from twoworlds.datamodules.datamodule import WorldDataModule  # noqa: E402
 from twoworlds.datamodules.ffcv_loader import FFCVBatches, beton_path, ffcv_available, write_pool_beton  # noqa: E402
@@ -126,12 +126,6 @@ def test_unbounded_source_is_refused(tmp_path):
 # --- DDP: 2 real gloo processes ---------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_rank(rank: int, world_size: int, port: int, path: str, out: str) -> None:
     import torch.distributed as dist
 
@@ -154,11 +148,12 @@ def _ddp_rank(rank: int, world_size: int, port: int, path: str, out: str) -> Non
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two spawned processes: about 16 s
 def test_ddp_two_gloo_ranks(tmp_path, pools):
     source, path = pools["teacher"]
     out = tmp_path / "ddp.json"
     ctx = torch.multiprocessing.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_ddp_rank, args=(r, 2, port, str(path), str(out))) for r in range(2)]
     for p in procs:
         p.start()

@@ -51,7 +51,9 @@ def test_matches_reference_steps(source):
     edge = [int(torch.nonzero(shift == k)[0]) for k in (0, 47)]
     ids = torch.tensor([0, 1, 1023, 1024, 5000, 123_456_789, TEST_OFFSET + 7, *edge])
     x, y = source.raw(ids)
-    np.testing.assert_allclose(x.double().numpy(), reference_for(source, ids), atol=1e-4, rtol=0)
+    # float32 against float64: the largest deviation measured over 8,000 ids and seeds 0, 1, 7 was
+    # 1.2e-7 (two float32 steps at |x| near 0.7); any real difference in a step is far larger.
+    np.testing.assert_allclose(x.double().numpy(), reference_for(source, ids), atol=3e-7, rtol=0)
     assert torch.equal(y, source.draws(ids)[0])
 
 

@@ -4,10 +4,15 @@ layering of the packages (no cycles; the config layer without the training stack
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
+import yaml
 
 
 def test_subpackages_live_under_the_twoworlds_namespace_only(tmp_path):
@@ -15,7 +20,10 @@ def test_subpackages_live_under_the_twoworlds_namespace_only(tmp_path):
             "assert all(importlib.util.find_spec(n) is None for n in ('launch', 'results', 'datamodules', "
             "'lightning_modules')), 'a bare top-level package is importable'\n"
             "print(sorted(twoworlds.__all__))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    # Without PYTHONPATH: a checkout on the path (as in a worktree) makes its folders importable by itself.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['load_config', 'load_study', 'run']"
 
@@ -63,3 +71,58 @@ def test_every_module_of_a_package_imports_only_the_packages_below_it(package):
 def test_the_config_schema_and_sweep_checks_load_without_torch_lightning_or_pandas():
     loaded = _fresh_import("import twoworlds.launch.cli, twoworlds.launch.config, twoworlds.launch.sweep_spec")
     assert loaded["heavy"] == [], f"the config layer pulled {loaded['heavy']}: `twoworlds keys` would wait for them"
+
+
+@pytest.mark.skipif(os.environ.get("CI") != "true", reason="CI only (CI=true), whose set-up must have built FFCV")
+def test_ci_set_up_built_ffcv():
+    """Elsewhere the FFCV tests skip when launch/install_ffcv.sh could not build it; in CI they must run,
+    so a missing FFCV fails here instead of skipping them quietly."""
+    try:
+        import ffcv  # noqa: F401
+    except ImportError as e:
+        pytest.fail(f"CI=true but FFCV cannot be imported ({e}): launch/install_ffcv.sh did not build it", pytrace=False)
+
+
+REPO = Path(__file__).resolve().parent.parent
+# What a checkout holds besides its sources (.gitignore): the wheel must build without any of it.
+_NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "runs", "build", "*.egg-info", "__pycache__", ".pytest_cache",
+                                      ".ruff_cache", "*.beton")
+
+
+def _ok(*cmd, **kw) -> str:
+    done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=900, **kw)
+    assert done.returncode == 0, f"{' '.join(map(str, cmd))} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_a_wheel_install_runs_the_demo_outside_the_repository(tmp_path):
+    """`pip install .` (a wheel, not editable), then `twoworlds demo --smoke` from an unrelated folder:
+    the shipped sweeps are package data and nothing needs the repository at run time.
+
+    The wheel is built from a copy (pip builds in the source tree) and installed alone into a fresh
+    venv; only then does a .pth line lend it this venv's site-packages for the dependencies. A folder
+    named in a .pth is appended to sys.path, but the .pth files inside it are not run, so this venv's
+    editable-install finder (__editable__*.pth) never loads; with PYTHONPATH unset, `twoworlds` can
+    only come from the wheel, which is checked."""
+    src, dist, venv, work = (tmp_path / d for d in ("src", "dist", "venv", "work"))
+    shutil.copytree(REPO, src, ignore=_NOT_SOURCES)
+    _ok(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w", dist, src)
+    (wheel,) = dist.glob("twoworlds-*.whl")
+    _ok(sys.executable, "-m", "venv", "--without-pip", venv)
+    python = venv / "bin" / "python"
+    # Installed before the .pth exists, so pip sees no other twoworlds (it would try to replace it).
+    _ok(sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel)
+    site = _ok(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip()
+    Path(site, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
+    where = _ok(python, "-c", "import twoworlds.launch.cli as c; print(c.__file__)", cwd=work, env=env)
+    assert where.startswith(site), where
+    assert "quickstart-smoke" in _ok(venv / "bin" / "twoworlds", "sweep", "quickstart", "--smoke", "--dry-run",
+                                     cwd=work, env=env)
+    _ok(venv / "bin" / "twoworlds", "demo", "--smoke", cwd=work, env=env)
+    study = work / "runs" / "quickstart-smoke"
+    assert (study / "report" / "index.html").is_file()
+    config = yaml.safe_load(next(study.glob("*/config.yaml")).read_text())
+    assert config["provenance"]["git_commit"] == "unknown" and config["provenance"]["versions"]["twoworlds"] == "0.1.0"

@@ -176,6 +176,32 @@ def test_report_files_plots_and_self_contained_html(study):
     assert "git commit:" in md and "torch" in md
 
 
+def test_the_html_report_as_a_person_sees_it_at_1280_px(study, tmp_path):
+    """index.html in headless Chromium: every plot decodes, nothing runs off the page, and the tables
+    are readable and fit it; the screenshot stays in tmp_path to look at."""
+    import browser
+    from twoworlds.results.report import build_report
+    index = build_report(study[0]).index
+    seen = browser.inspect(index, tmp_path)
+    assert [i["natural_width"] > 0 for i in seen["images"]] == [True] * 4, seen["images"]
+    assert seen["scroll_width"] <= seen["width"] <= 1280 and seen["overflow"] == [], seen["overflow"]
+    assert len(seen["tables"]) == 3
+    for table in seen["tables"]:  # summary, power laws, trials: whole, without scrolling
+        assert table["min_font_px"] >= 11 and not table["scrolls"] and table["width"] <= table["shown"] + 0.5, table
+    browser.screenshot(index, tmp_path / "report.png", 1280, min(seen["height"], 16_000))
+
+
+def test_a_table_wider_than_the_page_scrolls_in_its_own_box(tmp_path):
+    import browser
+    from twoworlds.results.document import Block, to_html
+    wide = pd.DataFrame({f"column {i}": ["12.34% ± 5.67%"] * 3 for i in range(30)})
+    page = tmp_path / "wide.html"
+    page.write_text(to_html([Block("h1", "wide"), Block("table", wide), Block("p", "after")], "wide"))
+    seen = browser.inspect(page, tmp_path)
+    assert seen["scroll_width"] <= seen["width"] and seen["overflow"] == [], seen["overflow"]
+    assert seen["tables"][0]["scrolls"] and seen["tables"][0]["width"] > seen["width"]
+
+
 def test_claims_are_checked_and_report_check_exits_non_zero_when_one_fails(study, capsys):
     from twoworlds.launch.cli import main
     from twoworlds.results.report import build_report

@@ -86,6 +86,15 @@ def test_a_bad_sweep_file_fails_before_anything_runs_naming_file_and_key(tmp_pat
         load_sweep(path)
 
 
+def test_a_shipped_study_loads_by_name_and_an_unknown_one_lists_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not beside sweeps/: the name resolves to the package's copy
+    assert load_sweep("quickstart").path.resolve() == REPO / "sweeps" / "quickstart.yaml"
+    assert load_sweep("quickstart.yaml", smoke=True).name == "quickstart-smoke"
+    with pytest.raises(ConfigError, match=r"sweep file 'sweeps/nope.yaml' not found \(shipped studies, by name: "
+                                          r"augmentation, .*quickstart"):
+        load_sweep("sweeps/nope.yaml")
+
+
 def test_dry_run_prints_the_trial_table_count_and_samples(tmp_path, capsys):
     path = write_sweep(tmp_path, seeds=2, extra_grid=", n: [128, 256]")
     assert main(["sweep", str(path), "--dry-run", "model.width=16"]) == 0

@@ -5,7 +5,6 @@ HTTP data API (runs, scalars, the HPARAMS tab's config and final metrics)."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -18,12 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY
+from conftest import TINY, free_port
+from tb_read import read_hparams, read_scalars
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 from twoworlds.launch import config
 from twoworlds.launch.run import run_trial
 from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, metric_name
-from twoworlds.results.tensorboard import read_hparams, read_scalars
 
 FINAL_TAGS = [f"final/{metric_name(s, k)}" for s in (TEST, TRAIN) for k in KINDS]  # every trial declares all
 SERVER_DEADLINE_S = 60  # start-up and first load of the logdir; a tiny study loads in a few seconds
@@ -103,12 +102,6 @@ def test_hparams_hold_each_trials_config_and_final_metrics_declared_alike(study)
 # ---- a real TensorBoard server ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     def __init__(self, url: str, proc: subprocess.Popen, stderr: Path):
         self.url, self.proc, self.stderr = url, proc, stderr
@@ -149,7 +142,7 @@ def server(request, study, tmp_path_factory):
     study_dir = study["real"].parent
     exe = Path(sys.executable).with_name("tensorboard")
     stderr = tmp_path_factory.mktemp("tensorboard") / "stderr.txt"
-    port = _free_port()
+    port = free_port()
     with stderr.open("w") as err:
         proc = subprocess.Popen([str(exe), "--logdir", str(study_dir), "--host", "127.0.0.1", "--port", str(port),
                                  f"--load_fast={request.param}"], stdout=subprocess.DEVNULL, stderr=err)
