@@ -5,6 +5,7 @@ summary.json (final metrics, samples seen, wall time, status)."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -62,6 +63,39 @@ def _json_safe(value):
     return value
 
 
+def _csv_text(columns: list[str], rows: list[dict], header: bool = False) -> str:
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """metrics.csv's header and its complete rows, as strings.
+
+    A torn last row (no line end, or the wrong number of fields: a write cut short by a crash) is
+    dropped with a warning naming the file; any other malformed row raises ValueError naming the file.
+    """
+    lines = Path(path).read_text().splitlines(keepends=True)
+    if not lines or not lines[0].endswith("\n"):
+        return [], []
+    header = next(csv.reader([lines[0]]))
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = next(csv.reader([line]), [])
+        if line.endswith("\n") and len(fields) == len(header):
+            rows.append(fields)
+        elif number == len(lines):
+            print(f"warning: {path}: dropped its torn last row (line {number}: {line.strip()[:40]!r}), "
+                  "a write cut short", file=sys.stderr, flush=True)
+        else:
+            raise ValueError(f"{path} is malformed: line {number} has {len(fields)} fields, the header "
+                             f"{len(header)} (delete that trial directory to re-run it)")
+    return header, rows
+
+
 class RunRecorder:
     """Writes one run's files. Only the global-zero rank writes."""
 
@@ -92,20 +126,18 @@ class RunRecorder:
             return
         kept = []
         if keep_until_step and self.metrics_path.exists():
-            with self.metrics_path.open() as f:
-                kept = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until_step]
-        with self.metrics_path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(kept)
+            header, rows = read_rows(self.metrics_path)
+            kept = [r for r in (dict(zip(header, row, strict=True)) for row in rows) if int(r["step"]) <= keep_until_step]
+        atomic_write_text(self.metrics_path, _csv_text(columns, kept, header=True))
 
     def add_row(self, row: dict) -> None:
         self.rows.append(row)
         if not self.enabled:
             return
+        line = _csv_text(self._columns, [row])
         with self.metrics_path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self._columns, extrasaction="ignore").writerow(row)
-            f.flush()
+            f.write(line)  # the whole row and its line end in one write: a crash leaves it whole or torn
+            f.flush()  # at its end, never a complete-looking number cut short (see read_rows)
 
     def write_summary(self, summary: dict) -> None:
         if not self.enabled:
