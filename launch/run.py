@@ -91,7 +91,7 @@ def cache_params(cfg: DictConfig) -> dict:
 
 @dataclass
 class Prepared:
-    """A trial checked and built, nothing trained or written yet (except its empty directory)."""
+    """A trial checked and built; nothing trained or written yet."""
 
     cfg: DictConfig
     run_dir: Path
@@ -102,7 +102,7 @@ class Prepared:
 
 def preflight(cfg: DictConfig) -> Prepared:
     """Everything that can refuse a trial, before it writes a file: its name, a directory holding another
-    config's results, an unwritable out_dir, and the build (a pool too small, unknown names)."""
+    config's results, and the build (a pool too small, unknown names)."""
     quiet_lightning()
     cfg = cfg.copy()
     OmegaConf.set_struct(cfg, True)
@@ -110,7 +110,7 @@ def preflight(cfg: DictConfig) -> Prepared:
     check_name("name", cfg.name)
     trial_state.refuse_conflicts([cfg])
     module, dm, plan = build(cfg)
-    return Prepared(cfg, trial_state.writable_dir(trial_state.run_dir(cfg)), module, dm, plan)
+    return Prepared(cfg, trial_state.run_dir(cfg), module, dm, plan)
 
 
 class _TrialEvents(pl.Callback):
@@ -146,7 +146,7 @@ def train(p: Prepared, *, strategy="auto", plugins=None, extra_callbacks=(), rep
           ckpt_path: str | None = None, prepare=None) -> dict:
     """run_trial for a Prepared trial."""
     cfg, name = p.cfg, p.cfg.name
-    recorder = RunRecorder(p.run_dir)
+    recorder = RunRecorder(trial_state.writable_dir(p.run_dir))  # an unwritable out_dir: one line, nothing trained
     evaluator = EvaluationCallback(
         eval_steps(cfg.steps, cfg.eval.points, cfg.eval.dense), recorder, label=f"{cfg.world} {name}",
         n=cfg.n if cfg.world == "real" else None, batch_size=cfg.batch_size, eval_batch_size=cfg.eval.batch_size,
@@ -165,17 +165,14 @@ def train(p: Prepared, *, strategy="auto", plugins=None, extra_callbacks=(), rep
     try:
         trainer.fit(p.module, datamodule=p.dm, ckpt_path=ckpt_path, weights_only=True)
         summary["status"] = "completed" if evaluator.status == "running" else evaluator.status
-    except SystemExit:  # Lightning's answer to Ctrl-C (see _TrialEvents)
-        if not events.interrupted:
-            raise
-        summary["status"] = "interrupted"
-        _restore_sigint()
-        raise KeyboardInterrupt from None
-    except KeyboardInterrupt:
-        summary["status"] = "interrupted"
-        raise
     except Exception as e:
         summary["status"], summary["error"] = "failed", f"{type(e).__name__}: {e}"
+        raise
+    except BaseException:  # stopped from outside: Ctrl-C, or Tune stopping the trial (sys.exit in its report)
+        summary["status"] = "interrupted"
+        if events.interrupted:  # Lightning turned the KeyboardInterrupt into sys.exit(1) (see _TrialEvents)
+            _restore_sigint()
+            raise KeyboardInterrupt from None
         raise
     finally:
         summary["resumed_from_step"] = events.resumed_from_step

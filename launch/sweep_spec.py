@@ -233,10 +233,11 @@ def resume_overrides(sweep: Sweep, overrides: list[str], smoke: bool) -> list[st
         raise ConfigError(f"nothing to resume: no readable {path} (run without --resume first; a study started "
                           "with out_dir=... is resumed with the same out_dir=...)") from None
     before = stored.get("overrides", [])
-    if overrides and _as_dict(overrides) != _as_dict(before):
-        raise ConfigError(f"--resume continues study '{sweep.name}' with its own overrides "
-                          f"({' '.join(before) or 'none'}), not these ({' '.join(overrides)}): resume with the same "
-                          "overrides or none, or start a new study (another name:) for new values")
+    new = [f"{k}={v}" for k, v in _as_dict(overrides).items() if _as_dict(before).get(k) != v]
+    if new:
+        raise ConfigError(f"--resume continues study '{sweep.name}' with the overrides it was started with "
+                          f"({' '.join(before) or 'none'}); it would record but never train {' '.join(new)}. "
+                          "Resume with those overrides (or none), or start a new study (another name:)")
     if stored.get("text") != sweep.path.read_text() or bool(stored.get("smoke")) != smoke:
         raise ConfigError(f"--resume continues study '{sweep.name}' as it was started, but {sweep.path} (or "
                           "--smoke) changed since: restore it, or start a new study (another name:)")

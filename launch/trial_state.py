@@ -143,10 +143,10 @@ def checkpointing_reporter(cfg: DictConfig, report: Callable[[dict], None], run_
 
 
 def mark_interrupted(cfg: DictConfig) -> bool:
-    """A trial cut off by an interrupted sweep (Tune stopped its process before it wrote a summary):
-    summary.json says 'interrupted', with the last row it logged. Returns whether it was marked."""
+    """A trial cut off by an interrupted sweep (Tune stopped it before it wrote its own summary, or wrote
+    'running'): summary.json says 'interrupted', with the last row it logged. Returns whether it was marked."""
     d = run_dir(cfg)
-    if not (d / "config.yaml").exists() or read_summary(d / "summary.json"):
+    if not (d / "config.yaml").exists() or (read_summary(d / "summary.json") or {}).get("status", "running") != "running":
         return False
     header, rows = read_rows(d / "metrics.csv") if (d / "metrics.csv").exists() else ([], [])
     last = dict(zip(header, rows[-1], strict=True)) if rows else {}
