@@ -230,9 +230,8 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, resume: bool = False,
                            run_config=run_config)
     results = tuner.fit()
     # Tune returns normally after Ctrl-C, having stopped the trials it cut off before they wrote a summary.
-    cut = [r.config["trial"]["cfg"] for r in results if r.error is None and not (r.metrics or {}).get("done")]
-    if cut:
-        for plain in cut:
-            trial_state.mark_interrupted(config.merge(config.schema(), plain))
+    if any(r.error is None and not (r.metrics or {}).get("done") for r in results):
+        for t in sweep.trials:  # only those started and never finished have no summary, or a 'running' one
+            trial_state.mark_interrupted(t.cfg)
         raise KeyboardInterrupt
     return [r.metrics or {} for r in results]

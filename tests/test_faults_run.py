@@ -269,7 +269,8 @@ def test_ctrl_c_to_a_sweep_driver_marks_cut_off_trials_interrupted_and_says_how_
         driver.send_signal(signal.SIGINT)
         out, _ = driver.communicate(timeout=240)
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
     assert driver.returncode == 130, out[-3000:]
     assert f"continue with: twoworlds sweep {path} out_dir={tmp_path} --resume" in out
     runs = summaries(study)
