@@ -157,6 +157,9 @@ def train(p: Prepared, *, strategy="auto", plugins=None, extra_callbacks=(), rep
     if prepare is not None:  # e.g. ray.train.lightning.prepare_trainer for DDP workers
         trainer = prepare(trainer)
     is_zero = recorder.enable(trainer.is_global_zero)
+    if is_zero and ckpt_path is None:  # a fresh start replaces an earlier run's curves, as it does metrics.csv
+        for stale in p.run_dir.glob("events.out.tfevents.*"):
+            stale.unlink()
     recorder.write_config(cfg, {**provenance(), "config_hash": config_hash(cfg)})
     summary = {"trial": name, "study": cfg.study, "world": cfg.world, "n": cfg.n if cfg.world == "real" else None,
                "pair_key": pair_key(cfg), "config_hash": config_hash(cfg), "num_parameters": p.module.net.num_parameters,

@@ -105,7 +105,7 @@ def read_metrics(path: Path) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=header)
     for column in df.columns:
         try:
-            df[column] = pd.to_numeric(df[column].replace("", float("nan")))
+            df[column] = pd.to_numeric(df[column].replace(["", "nan"], float("nan")))  # a diverged run's "nan"
         except (ValueError, TypeError):
             raise StudyError(f"{path} is malformed: column '{column}' holds a value that is not a number; "
                              "delete that trial directory to re-run it") from None
