@@ -127,7 +127,8 @@ class RunRecorder:
         kept = []
         if keep_until_step and self.metrics_path.exists():
             header, rows = read_rows(self.metrics_path)
-            kept = [r for r in (dict(zip(header, row, strict=True)) for row in rows) if int(r["step"]) <= keep_until_step]
+            kept = [r for r in (dict(zip(header, row, strict=True)) for row in rows)
+                    if int(r["step"]) <= keep_until_step]
         atomic_write_text(self.metrics_path, _csv_text(columns, kept, header=True))
 
     def add_row(self, row: dict) -> None:

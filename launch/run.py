@@ -162,8 +162,9 @@ def train(p: Prepared, *, strategy="auto", plugins=None, extra_callbacks=(), rep
             stale.unlink()
     recorder.write_config(cfg, {**provenance(), "config_hash": config_hash(cfg)})
     summary = {"trial": name, "study": cfg.study, "world": cfg.world, "n": cfg.n if cfg.world == "real" else None,
-               "pair_key": pair_key(cfg), "config_hash": config_hash(cfg), "num_parameters": p.module.net.num_parameters,
-               "num_classes": p.dm.source.num_classes, "status": "running"}
+               "pair_key": pair_key(cfg), "config_hash": config_hash(cfg),
+               "num_parameters": p.module.net.num_parameters, "num_classes": p.dm.source.num_classes,
+               "status": "running"}
     start = time.perf_counter()
     try:
         trainer.fit(p.module, datamodule=p.dm, ckpt_path=ckpt_path, weights_only=True)
@@ -188,7 +189,8 @@ def train(p: Prepared, *, strategy="auto", plugins=None, extra_callbacks=(), rep
     return summary
 
 
-def _trainer(cfg: DictConfig, run_dir: Path, callbacks: list, strategy, plugins) -> tuple[pl.Trainer, TensorBoardLogger]:
+def _trainer(cfg: DictConfig, run_dir: Path, callbacks: list, strategy,
+             plugins) -> tuple[pl.Trainer, TensorBoardLogger]:
     logger = TensorBoardLogger(save_dir=str(run_dir.parent), name=cfg.name, version="", default_hp_metric=False)
     trainer = pl.Trainer(
         accelerator=accelerator(cfg.device, cfg.precision), devices="auto" if plugins else 1, strategy=strategy,

@@ -59,7 +59,8 @@ def trial_fn(params: dict) -> None:
     torch.set_num_threads(max(1, int(params.get("threads", 1))))
     run_id = params.get("run_id")  # this experiment's: only its own checkpoints are read (trial_state.py)
     summary = run_trial(cfg, report=trial_state.checkpointing_reporter(cfg, tune.report, run_id),
-                        extra_callbacks=fault_callbacks(cfg.name), ckpt_path=trial_state.resume_checkpoint(cfg, run_id))
+                        extra_callbacks=fault_callbacks(cfg.name),
+                        ckpt_path=trial_state.resume_checkpoint(cfg, run_id))
     trial_state.finish(cfg)
     tune.report(trial_state.final_report(summary))
 

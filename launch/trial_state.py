@@ -146,7 +146,8 @@ def mark_interrupted(cfg: DictConfig) -> bool:
     """A trial cut off by an interrupted sweep (Tune stopped it before it wrote its own summary, or wrote
     'running'): summary.json says 'interrupted', with the last row it logged. Returns whether it was marked."""
     d = run_dir(cfg)
-    if not (d / "config.yaml").exists() or (read_summary(d / "summary.json") or {}).get("status", "running") != "running":
+    summary = read_summary(d / "summary.json") or {}
+    if not (d / "config.yaml").exists() or summary.get("status", "running") != "running":
         return False
     header, rows = read_rows(d / "metrics.csv") if (d / "metrics.csv").exists() else ([], [])
     last = dict(zip(header, rows[-1], strict=True)) if rows else {}

@@ -24,8 +24,9 @@ MANIFEST = "sweep.json"
 # Config keys that say nothing about what was trained (and would make every trial "vary").
 _NOT_CONFIG = ("name", "study", "out_dir", "progress", "check_every", "provenance")
 # Trial-level columns kept from summary.json.
-_SUMMARY_KEYS = ("status", "config_hash", "pair_key", "steps_done", "samples_seen", "distinct_samples_seen", "num_parameters", "num_classes",
-                 "wall_time", "error", "diverged_at_step", "diverged_reason", "resumed_from_step", "stopped_early_at")
+_SUMMARY_KEYS = ("status", "pair_key", "steps_done", "samples_seen", "distinct_samples_seen", "num_parameters", "num_classes",
+                 "wall_time", "error", "diverged_at_step", "diverged_reason", "resumed_from_step", "stopped_early_at",
+                 "config_hash")
 
 
 class StudyError(ValueError):
