@@ -96,6 +96,14 @@ def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def last_row(path: Path) -> dict[str, float]:
+    """The last complete row of a metrics.csv, as numbers ({} when there is none)."""
+    if not Path(path).exists():
+        return {}
+    header, rows = read_rows(path)
+    return {k: float(v) for k, v in zip(header, rows[-1], strict=True) if v != ""} if rows else {}
+
+
 class RunRecorder:
     """Writes one run's files. Only the global-zero rank writes."""
 

@@ -30,7 +30,7 @@ from twoworlds.launch.config import (
     to_plain,
     trial_name,
 )
-from twoworlds.launch.recorder import RunRecorder, provenance
+from twoworlds.launch.recorder import RunRecorder, last_row, provenance
 from twoworlds.lightning_modules.classification import ClassificationModule
 from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, metric_name
 from twoworlds.lightning_modules.networks import build_network
@@ -122,9 +122,11 @@ class _TrialEvents(pl.Callback):
         self.recorder, self.columns = recorder, columns
         self.resumed_from_step, self.interrupted = 0, False
 
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.resumed_from_step = trainer.global_step
-        self.recorder.start_metrics(self.columns, keep_until_step=trainer.global_step)
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self.resumed_from_step = int(checkpoint.get("global_step", 0))
+
+    def on_train_start(self, trainer, pl_module) -> None:  # not called when the checkpoint is at the last step
+        self.recorder.start_metrics(self.columns, keep_until_step=self.resumed_from_step)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.interrupted = isinstance(exception, KeyboardInterrupt)
@@ -205,12 +207,14 @@ def _write_summary(summary: dict, p: Prepared, trainer: pl.Trainer, evaluator: E
                    wall_time: float) -> None:
     cfg = p.cfg
     steps_done = trainer.global_step
+    # a run resumed from its last step evaluates nothing: its final row is the last one on disk
+    last = evaluator.last_row or (last_row(evaluator.recorder.metrics_path) if summary["resumed_from_step"] else {})
     summary.update(
         steps=cfg.steps, steps_done=steps_done, batch_size=cfg.batch_size,
         samples_seen=steps_done * cfg.batch_size,
         distinct_samples_seen=min(p.plan.distinct_samples, steps_done * cfg.batch_size),
         wall_time=wall_time,
-        final={k: v for k, v in evaluator.last_row.items() if "/" in k})
+        final={k: v for k, v in last.items() if "/" in k})
     if evaluator.stopped_early_at is not None:
         summary["stopped_early_at"] = evaluator.stopped_early_at
     if summary["status"] == "diverged":

@@ -24,7 +24,7 @@ import yaml
 from omegaconf import DictConfig
 from twoworlds.launch import config
 from twoworlds.launch.config import ConfigError
-from twoworlds.launch.recorder import RunRecorder, read_rows
+from twoworlds.launch.recorder import RunRecorder, last_row
 
 CKPT_FILE = "last.ckpt"
 OWNER_FILE = "last.ckpt.owner"
@@ -149,15 +149,14 @@ def mark_interrupted(cfg: DictConfig) -> bool:
     summary = read_summary(d / "summary.json") or {}
     if not (d / "config.yaml").exists() or summary.get("status", "running") != "running":
         return False
-    header, rows = read_rows(d / "metrics.csv") if (d / "metrics.csv").exists() else ([], [])
-    last = dict(zip(header, rows[-1], strict=True)) if rows else {}
+    last = last_row(d / "metrics.csv")
     recorder = RunRecorder(d)
     recorder.enable(True)
     recorder.write_summary({
         "trial": cfg.name, "study": cfg.study, "world": cfg.world, "n": cfg.n if cfg.world == "real" else None,
         "pair_key": config.pair_key(cfg), "config_hash": config.config_hash(cfg), "status": "interrupted",
         "steps": cfg.steps, "steps_done": int(last.get("step", 0)),
-        "final": {k: float(v) for k, v in last.items() if "/" in k and v != ""}})
+        "final": {k: v for k, v in last.items() if "/" in k}})
     return True
 
 

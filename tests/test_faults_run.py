@@ -193,6 +193,16 @@ def test_a_planted_checkpoint_is_never_read_unless_its_own_sweep_wrote_it_and_ne
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
 
 
+def test_a_trial_resumed_from_its_last_step_keeps_its_final_metrics(make_cfg, tmp_path):
+    # a sweep trial killed after its last checkpoint but before its summary: the retry trains nothing
+    cfg = make_cfg("world=real", "name=atend")
+    ckpt = str(tmp_path / "end.ckpt")
+    full = run_trial(cfg, report=lambda trainer, row: trainer.save_checkpoint(ckpt))
+    resumed = run_trial(cfg, ckpt_path=ckpt)
+    assert resumed["resumed_from_step"] == resumed["steps_done"] == 40
+    assert resumed["status"] == "completed" and resumed["final"] == pytest.approx(full["final"])
+
+
 # --- F: one-line errors, exit 2 ----------------------------------------------------------------------
 
 SWEEP_FAULTS = {"seeds: 0": "'seeds'", "seeds: -3": "'seeds'", "seeds: abc": "'seeds'",
