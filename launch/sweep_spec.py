@@ -170,7 +170,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (), sm
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        raise ConfigError(f"{path} is not valid YAML: {config.yaml_problem(e)}") from None
     where = f"in {path}"
     _check_keys(doc, TOP_KEYS, where)
     if not doc.get("name"):

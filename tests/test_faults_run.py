@@ -217,6 +217,7 @@ FAULTS = [
     ("study=../../x", "study='../../x' must be a plain directory name"),
     ("name=a/b", "name='a/b' must be a plain directory name"),
     ("yaml", "bad.yaml is not valid YAML"),
+    ("sweep-yaml", "bad.yaml is not valid YAML"),
     ("npz", "garbage.npz is not an .npz archive"),
     ("read-only", "cannot write to"),
     *[(f"sweep:{k}", v) for k, v in SWEEP_FAULTS.items()],
@@ -231,9 +232,9 @@ def test_bad_input_is_one_line_exit_2_naming_the_key_or_file(tmp_path, capsys, f
         path.write_text("\n".join(line for line in path.read_text().splitlines()
                                   if not line.startswith(fault[6:].split(":")[0])) + f"\n{fault[6:]}\n")
         argv = ["sweep", str(path), "--dry-run"]
-    elif fault == "yaml":
+    elif fault.endswith("yaml"):
         (tmp_path / "bad.yaml").write_text("steps: 10\nmodel: {width: 8\n")
-        argv = ["run", str(tmp_path / "bad.yaml"), *base]
+        argv = ["run", str(tmp_path / "bad.yaml"), *base] if fault == "yaml" else ["sweep", str(tmp_path / "bad.yaml")]
     elif fault == "npz":
         (tmp_path / "garbage.npz").write_bytes(os.urandom(512))
         argv = ["run", *base, "source=arrays", f"data.npz={tmp_path / 'garbage.npz'}"]
