@@ -91,8 +91,11 @@ def _npz_memmap(path: str | Path, key: str) -> np.ndarray:
 
 
 def _npz_keys(path: Path) -> list[str]:
-    with zipfile.ZipFile(path) as zf:
-        return [n.removesuffix(".npy") for n in zf.namelist()]
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return [n.removesuffix(".npy") for n in zf.namelist()]
+    except zipfile.BadZipFile:
+        raise ValueError(f"{path} is not an .npz archive (np.savez writes one: a zip of .npy arrays)") from None
 
 
 def _gather(arrays: list[np.ndarray], which: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -66,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             return _report(ns.study, ns.target, ns.speed_step, ns.check)
         path, overrides = _split_args(ns.args)
         return _run(path, overrides)
-    except KeyboardInterrupt:
-        print("\ninterrupted: rows logged so far are kept in metrics.csv", file=sys.stderr)
+    except KeyboardInterrupt:  # a sweep says how to resume itself (see _sweep)
+        print("\ninterrupted: summary.json says 'interrupted' and the rows logged so far are kept in metrics.csv; "
+              "a single run keeps no checkpoint, so running the same command again starts it from step 0",
+              file=sys.stderr)
         return 130
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -109,23 +111,37 @@ def _run(path: str | None, overrides: list[str]) -> int:
 
 def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smoke=False, address=None,
            num_cpus=None, report=False) -> int:
-    from twoworlds.launch.sweep_spec import load_sweep
+    from twoworlds.launch import trial_state
+    from twoworlds.launch.sweep_spec import load_sweep, resume_overrides
     sweep = load_sweep(path, overrides, smoke=smoke)  # every key checked before Ray starts
     if dry_run:
         print(sweep.table())
         return 0
+    if resume:  # the trials continue as they were started: the stored overrides, never new ones
+        overrides = resume_overrides(sweep, overrides, smoke)
+        sweep = load_sweep(path, overrides, smoke=smoke)
+    trial_state.refuse_conflicts([t.cfg for t in sweep.trials])  # every trial directory, before Ray starts
     from twoworlds.launch.sweep import run_sweep
     from twoworlds.results.summary import collect, format_summary
     print(f"[sweep {sweep.name}] {len(sweep.trials)} trials; outputs in {sweep.study_dir}", flush=True)
-    sweep.write_manifest(overrides, smoke)
+    if not resume:
+        sweep.write_manifest(overrides, smoke)
+    interrupted = False
     try:
         run_sweep(sweep, address=address, resume=resume, num_cpus=num_cpus)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:  # an interrupted sweep still prints the summary of the rows already written
         trials = collect(sweep.study_dir, [t.name for t in sweep.trials])
         print()
         print(format_summary(sweep.name, trials))
         print(f"\noutputs: {sweep.study_dir}/  (tensorboard --logdir {sweep.study_dir}; "
               f"twoworlds report {sweep.study_dir})")
+    if interrupted:
+        again = " ".join(["twoworlds sweep", path, *overrides, *(["--smoke"] if smoke else []), "--resume"])
+        print(f"interrupted: finished trials and the rows logged so far are kept; continue with: {again}",
+              file=sys.stderr)
+        return 130
     if report:
         _report(str(sweep.study_dir))
     bad = [t for t in trials if t.get("status") not in ("completed", "diverged")]

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from twoworlds.datamodules import config as data_config
@@ -93,6 +94,9 @@ CHOICES = {
 # Left out of the pair key: the pairing axes (world, n), bookkeeping, and the keys that change how
 # the numbers are computed but not what is trained (device; eval only picks steps and chunk sizes).
 _NOT_IN_PAIR_KEY = ("world", "n", *BOOKKEEPING_KEYS, "device", "eval")
+# Keys that change neither the numbers nor what a trial directory holds: left out of the config hash
+# (the directory itself is <out_dir>/<study>/<name>; `progress` only prints; `data.cache_dir` only caches).
+_NOT_IN_CONFIG_HASH = ("name", "study", "out_dir", "progress", "data.cache_dir")
 
 
 class ConfigError(ValueError):
@@ -151,22 +155,54 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     cfg = schema()
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}' not found")
-        cfg = merge(cfg, OmegaConf.load(path), f" in {path}")
+        cfg = merge(cfg, read_yaml(path), f" in {path}")
     cfg = merge(cfg, parse_overrides(list(overrides)), " on the command line")
     validate(cfg)
     return cfg
 
 
+def read_yaml(path: Path) -> DictConfig:
+    """A YAML mapping from a file, or a one-line ConfigError naming the file and the line."""
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found")
+    try:
+        doc = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {yaml_problem(e)}") from None
+    if not isinstance(doc, DictConfig):
+        raise ConfigError(f"{path} must hold a mapping of config keys to values (key: value lines)")
+    return doc
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: what is wrong, and where."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(e, 'problem', None) or str(e).splitlines()[0]}{where}"
+
+
+def check_name(key: str, value: str) -> None:
+    """Study and trial names are directory names under out_dir: never a path that could leave it."""
+    if not value or value in (".", "..") or "/" in value or "\\" in value or ".." in value:
+        raise ConfigError(f"{key}={value!r} must be a plain directory name (no '/', '\\' or '..'; not empty): "
+                          f"outputs go to <out_dir>/<study>/<name>/")
+
+
 def validate(cfg: DictConfig) -> None:
+    check_name("study", cfg.study)
+    if cfg.name:
+        check_name("name", cfg.name)
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value} is not one of: {', '.join(str(a) for a in allowed)}")
-    for key in ("n", "steps", "batch_size", "check_every", "eval.points", "model.width", "model.depth"):
+    for key in ("n", "steps", "batch_size", "check_every", "eval.points", "eval.batch_size", "data.test_size",
+                "model.width", "model.depth"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {OmegaConf.select(cfg, key)}")
+    for key in ("seed", "data.seed"):
+        if OmegaConf.select(cfg, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {OmegaConf.select(cfg, key)}")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr must be > 0, got {cfg.optim.lr}")
     if cfg.optim.nesterov and cfg.optim.momentum <= 0:
@@ -200,6 +236,29 @@ def pair_key(cfg: DictConfig) -> str:
 # The keys the default trial name shows (a sweep appends the varying keys it does not show).
 IN_TRIAL_NAME = ("model.name", "model.width", "model.depth", "model.patch_size", "batch_size", "world", "n", "seed",
                  "corrupt.label_noise", "corrupt.random_labels", "corrupt.pixels", "corrupt.test")
+
+
+def hashed_config(plain: dict) -> dict:
+    """A resolved config (as a plain dict) without the keys left out of the config hash."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in plain.items() if k != "provenance"}
+    for key in _NOT_IN_CONFIG_HASH:
+        group, _, leaf = key.rpartition(".")
+        (out.get(group, {}) if group else out).pop(leaf, None)
+    return out
+
+
+def config_hash(cfg: DictConfig | dict) -> str:
+    """Hash of everything in the resolved config that changes a trial's numbers (see _NOT_IN_CONFIG_HASH):
+    a trial directory holds the results of one config hash, never a mix."""
+    plain = cfg if isinstance(cfg, dict) else to_plain(cfg)
+    return hashlib.sha1(json.dumps(hashed_config(plain), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def config_diff(old: dict, new: dict) -> list[str]:
+    """'key: old -> new' for every hashed key whose value differs (dotted keys)."""
+    a, b = flatten(hashed_config(old)), flatten(hashed_config(new))
+    return [f"{k}: {a.get(k, '(absent)')} -> {b.get(k, '(absent)')}" for k in sorted(a.keys() | b.keys())
+            if a.get(k, "(absent)") != b.get(k, "(absent)")]
 
 
 def trial_name(cfg: DictConfig) -> str:

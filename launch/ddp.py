@@ -48,9 +48,9 @@ def _worker_loop(p: dict) -> None:
     torch.set_num_threads(max(1, int(p["cpu"])))
     cfg = config.merge(config.schema(), p["cfg"])
     summary = run_trial(cfg, strategy=RayDDPStrategy(), plugins=[RayLightningEnvironment()],
-                        report=trial_state.checkpointing_reporter(cfg, ray.train.report),
+                        report=trial_state.checkpointing_reporter(cfg, ray.train.report, p.get("run_id")),
                         extra_callbacks=fault_callbacks(cfg.name),
-                        ckpt_path=trial_state.resume_checkpoint(cfg), prepare=prepare_trainer)
+                        ckpt_path=trial_state.resume_checkpoint(cfg, p.get("run_id")), prepare=prepare_trainer)
     if ray.train.get_context().get_world_rank() == 0:
         trial_state.finish(cfg)
     ray.train.report(trial_state.final_report(summary))

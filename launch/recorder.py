@@ -5,6 +5,7 @@ summary.json (final metrics, samples seen, wall time, status)."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import platform
@@ -14,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from twoworlds.results.records import atomic_write_text
+from twoworlds.results.records import atomic_write_text, last_row, read_rows  # noqa: F401  (last_row: re-exported)
 
 PACKAGES = ("twoworlds", "torch", "pytorch-lightning", "torchmetrics", "ray", "numpy", "omegaconf", "mnist1d", "ffcv")
 STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
@@ -70,6 +71,15 @@ def _json_safe(value):
     return value
 
 
+def _csv_text(columns: list[str], rows: list[dict], header: bool = False) -> str:
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
 class RunRecorder:
     """Writes one run's files. Only the global-zero rank writes."""
 
@@ -100,20 +110,19 @@ class RunRecorder:
             return
         kept = []
         if keep_until_step and self.metrics_path.exists():
-            with self.metrics_path.open() as f:
-                kept = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until_step]
-        with self.metrics_path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(kept)
+            header, rows = read_rows(self.metrics_path)
+            kept = [r for r in (dict(zip(header, row, strict=True)) for row in rows)
+                    if int(r["step"]) <= keep_until_step]
+        atomic_write_text(self.metrics_path, _csv_text(columns, kept, header=True))
 
     def add_row(self, row: dict) -> None:
         self.rows.append(row)
         if not self.enabled:
             return
+        line = _csv_text(self._columns, [row])
         with self.metrics_path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self._columns, extrasaction="ignore").writerow(row)
-            f.flush()
+            f.write(line)  # the whole row and its line end in one write: a crash leaves it whole or torn
+            f.flush()  # at its end, never a complete-looking number cut short (see read_rows)
 
     def write_summary(self, summary: dict) -> None:
         if not self.enabled:

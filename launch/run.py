@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -17,9 +20,10 @@ from twoworlds.datamodules.corruptions import corrupt_source, is_active
 from twoworlds.datamodules.datamodule import WorldDataModule
 from twoworlds.datamodules.loaders import choose_loader
 from twoworlds.datamodules.worlds import WorldPlan
+from twoworlds.launch import trial_state
 from twoworlds.launch.callbacks import ROW_FIELDS, EvaluationCallback
-from twoworlds.launch.config import ConfigError, pair_key, to_plain, trial_name
-from twoworlds.launch.recorder import RunRecorder, provenance
+from twoworlds.launch.config import ConfigError, check_name, config_hash, pair_key, to_plain, trial_name
+from twoworlds.launch.recorder import RunRecorder, last_row, provenance
 from twoworlds.lightning_modules.classification import ClassificationModule
 from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, final_name, metric_name
 from twoworlds.lightning_modules.networks import build_network
@@ -79,74 +83,146 @@ def cache_params(cfg: DictConfig) -> dict:
     return params
 
 
+@dataclass
+class Prepared:
+    """A trial checked and built; nothing trained or written yet."""
+
+    cfg: DictConfig
+    run_dir: Path
+    module: ClassificationModule
+    dm: WorldDataModule
+    plan: WorldPlan
+
+
+def preflight(cfg: DictConfig) -> Prepared:
+    """Everything that can refuse a trial, before it writes a file: its name, a directory holding another
+    config's results, and the build (a pool too small, unknown names)."""
+    quiet_lightning()
+    cfg = cfg.copy()
+    OmegaConf.set_struct(cfg, True)
+    cfg.name = trial_name(cfg)
+    check_name("name", cfg.name)
+    trial_state.refuse_conflicts([cfg])
+    module, dm, plan = build(cfg)
+    return Prepared(cfg, trial_state.run_dir(cfg), module, dm, plan)
+
+
+class _TrialEvents(pl.Callback):
+    """Starts metrics.csv once Lightning has restored a checkpoint (so the resumed step is known without
+    loading the file a second time), and notes a Ctrl-C: Lightning catches KeyboardInterrupt inside
+    `fit` and calls sys.exit(1), so an `except KeyboardInterrupt` around `fit` never sees it."""
+
+    def __init__(self, recorder: RunRecorder, columns: list[str]):
+        self.recorder, self.columns = recorder, columns
+        self.resumed_from_step, self.interrupted = 0, False
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self.resumed_from_step = int(checkpoint.get("global_step", 0))
+
+    def on_train_start(self, trainer, pl_module) -> None:  # not called when the checkpoint is at the last step
+        self.recorder.start_metrics(self.columns, keep_until_step=self.resumed_from_step)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.interrupted = isinstance(exception, KeyboardInterrupt)
+
+
 def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks=(), report=None,
               ckpt_path: str | None = None, prepare=None) -> dict:
     """Train one world for `steps` steps; write config.yaml, metrics.csv, events, summary.json.
 
     Returns the summary. A diverged run returns with status 'diverged'; a run that raises (or is
     interrupted) writes its summary with that status first, so its logged rows are never lost.
+    `ckpt_path` (a retry or resume) is loaded with weights_only=True: a checkpoint is data, never code.
     """
-    quiet_lightning()
-    cfg = cfg.copy()
-    OmegaConf.set_struct(cfg, True)
-    name = trial_name(cfg)
-    cfg.name = name
-    run_dir = Path(cfg.out_dir) / cfg.study / name
-    module, dm, plan = build(cfg)
-    recorder = RunRecorder(run_dir)
-    schedule = eval_steps(cfg.steps, cfg.eval.points, cfg.eval.dense)
+    return train(preflight(cfg), strategy=strategy, plugins=plugins, extra_callbacks=extra_callbacks,
+                 report=report, ckpt_path=ckpt_path, prepare=prepare)
+
+
+def train(p: Prepared, *, strategy="auto", plugins=None, extra_callbacks=(), report=None,
+          ckpt_path: str | None = None, prepare=None) -> dict:
+    """run_trial for a Prepared trial."""
+    cfg, name = p.cfg, p.cfg.name
+    recorder = RunRecorder(trial_state.writable_dir(p.run_dir))  # an unwritable out_dir: one line, nothing trained
     evaluator = EvaluationCallback(
-        schedule, recorder, label=f"{cfg.world} {name}", n=cfg.n if cfg.world == "real" else None,
-        batch_size=cfg.batch_size, eval_batch_size=cfg.eval.batch_size, check_every=cfg.check_every,
-        progress=cfg.progress, report=report, early_stop=cfg.early_stop)
-    logger = TensorBoardLogger(save_dir=str(run_dir.parent), name=name, version="", default_hp_metric=False)
-    trainer = pl.Trainer(
-        accelerator=accelerator(cfg.device, cfg.precision), devices="auto" if plugins else 1, strategy=strategy,
-        plugins=plugins, precision=cfg.precision, max_steps=cfg.steps, max_epochs=-1, logger=logger,
-        callbacks=[evaluator, *extra_callbacks], enable_progress_bar=False, enable_model_summary=False,
-        enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
-        use_distributed_sampler=False, log_every_n_steps=max(1, cfg.steps))
+        eval_steps(cfg.steps, cfg.eval.points, cfg.eval.dense), recorder, label=f"{cfg.world} {name}",
+        n=cfg.n if cfg.world == "real" else None, batch_size=cfg.batch_size, eval_batch_size=cfg.eval.batch_size,
+        check_every=cfg.check_every, progress=cfg.progress, report=report, early_stop=cfg.early_stop)
+    events = _TrialEvents(recorder, list(ROW_FIELDS) + [metric_name(s, k) for s in p.dm.eval_split_names()
+                                                         for k in KINDS])
+    trainer, logger = _trainer(cfg, p.run_dir, [evaluator, events, *extra_callbacks], strategy, plugins)
     if prepare is not None:  # e.g. ray.train.lightning.prepare_trainer for DDP workers
         trainer = prepare(trainer)
     is_zero = recorder.enable(trainer.is_global_zero)
-    recorder.write_config(cfg, provenance())
-    recorder.start_metrics(list(ROW_FIELDS) + [metric_name(s, k) for s in dm.eval_split_names() for k in KINDS],
-                           keep_until_step=_resume_step(ckpt_path))
+    if is_zero and ckpt_path is None:  # a fresh start replaces an earlier run's curves, as it does metrics.csv
+        for stale in p.run_dir.glob("events.out.tfevents.*"):
+            stale.unlink()
+    recorder.write_config(cfg, {**provenance(), "config_hash": config_hash(cfg)})
     summary = {"trial": name, "study": cfg.study, "world": cfg.world, "n": cfg.n if cfg.world == "real" else None,
-               "pair_key": pair_key(cfg), "num_parameters": module.net.num_parameters,
-               "num_classes": dm.source.num_classes, "status": "running",
-               "resumed_from_step": _resume_step(ckpt_path)}
+               "pair_key": pair_key(cfg), "config_hash": config_hash(cfg),
+               "num_parameters": p.module.net.num_parameters, "num_classes": p.dm.source.num_classes,
+               "status": "running"}
     start = time.perf_counter()
     collective = True  # False once a rank may have died: the end-of-run count then skips its all-reduce
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        trainer.fit(p.module, datamodule=p.dm, ckpt_path=ckpt_path, weights_only=True)
         summary["status"] = "completed" if evaluator.status == "running" else evaluator.status
-    except KeyboardInterrupt:
-        summary["status"], collective = "interrupted", False
-        raise
     except Exception as e:
         summary["status"], summary["error"], collective = "failed", f"{type(e).__name__}: {e}", False
         raise
+    except BaseException:  # stopped from outside: Ctrl-C, or Tune stopping the trial (sys.exit in its report)
+        summary["status"], collective = "interrupted", False
+        if events.interrupted:  # Lightning turned the KeyboardInterrupt into sys.exit(1) (see _TrialEvents)
+            _restore_sigint()
+            raise KeyboardInterrupt from None
+        raise
     finally:
-        steps_done = trainer.global_step
-        summary.update(
-            steps=cfg.steps, steps_done=steps_done, batch_size=cfg.batch_size,
-            samples_seen=steps_done * cfg.batch_size,
-            distinct_samples_seen=_distinct_seen(module, trainer, collective),
-            wall_time=time.perf_counter() - start,
-            final={k: v for k, v in evaluator.last_row.items() if "/" in k})
-        if evaluator.stopped_early_at is not None:
-            summary["stopped_early_at"] = evaluator.stopped_early_at
-        if summary["status"] == "diverged":
-            summary["diverged_at_step"] = evaluator.diverged_at
-            summary["diverged_reason"] = evaluator.diverged_why
-        recorder.write_summary(summary)
+        summary["resumed_from_step"] = events.resumed_from_step
+        _write_summary(summary, p, trainer, evaluator, time.perf_counter() - start, collective)
         if is_zero:
-            hparams = flatten({k: v for k, v in to_plain(cfg).items()})
-            logger.log_hyperparams(hparams, metrics=_final_metrics(summary["final"], dm.eval_split_names()))
+            logger.log_hyperparams(flatten(to_plain(cfg)),
+                                   metrics=_final_metrics(summary["final"], p.dm.eval_split_names()))
             logger.finalize(summary["status"])
     summary["rows"] = evaluator.recorder.rows
     return summary
+
+
+def _trainer(cfg: DictConfig, run_dir: Path, callbacks: list, strategy,
+             plugins) -> tuple[pl.Trainer, TensorBoardLogger]:
+    logger = TensorBoardLogger(save_dir=str(run_dir.parent), name=cfg.name, version="", default_hp_metric=False)
+    trainer = pl.Trainer(
+        accelerator=accelerator(cfg.device, cfg.precision), devices="auto" if plugins else 1, strategy=strategy,
+        plugins=plugins, precision=cfg.precision, max_steps=cfg.steps, max_epochs=-1, logger=logger,
+        callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
+        use_distributed_sampler=False, log_every_n_steps=max(1, cfg.steps))
+    return trainer, logger
+
+
+def _write_summary(summary: dict, p: Prepared, trainer: pl.Trainer, evaluator: EvaluationCallback,
+                   wall_time: float, collective: bool) -> None:
+    cfg = p.cfg
+    steps_done = trainer.global_step
+    # a run resumed from its last step evaluates nothing: its final row is the last one on disk
+    last = evaluator.last_row or (last_row(evaluator.recorder.metrics_path) if summary["resumed_from_step"] else {})
+    summary.update(
+        steps=cfg.steps, steps_done=steps_done, batch_size=cfg.batch_size,
+        samples_seen=steps_done * cfg.batch_size,
+        distinct_samples_seen=_distinct_seen(p.module, trainer, collective),
+        wall_time=wall_time,
+        final={k: v for k, v in last.items() if "/" in k})
+    if evaluator.stopped_early_at is not None:
+        summary["stopped_early_at"] = evaluator.stopped_early_at
+    if summary["status"] == "diverged":
+        summary["diverged_at_step"] = evaluator.diverged_at
+        summary["diverged_reason"] = evaluator.diverged_why
+    evaluator.recorder.write_summary(summary)
+
+
+def _restore_sigint() -> None:
+    """Lightning leaves SIGINT ignored after a Ctrl-C; give the next one back its KeyboardInterrupt
+    (a notebook, or the second world of a pair)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _final_metrics(final: dict, splits: list[str]) -> dict[str, float]:
@@ -166,22 +242,18 @@ def _distinct_seen(module: ClassificationModule, trainer: pl.Trainer, collective
     return module.seen.count(trainer.strategy)
 
 
-def _resume_step(ckpt_path: str | None) -> int:
-    if not ckpt_path:
-        return 0
-    return int(torch.load(ckpt_path, map_location="cpu", weights_only=False).get("global_step", 0))
-
-
 def run_pair(cfg: DictConfig) -> tuple[dict, dict]:
     """The Real World run and the Ideal World run of the same config, one after the other."""
-    out = []
+    worlds = []
     for world in WORLDS:  # real, then ideal
         c = cfg.copy()
         c.world = world
         if cfg.name:
             c.name = f"{cfg.name}-{world}"
-        out.append(run_trial(c))
-    return out[0], out[1]
+        worlds.append(c)
+    prepared = [preflight(c) for c in worlds]  # both checked (pool size, directories) before either trains
+    real = train(prepared.pop(0))  # popped: the Real World's data and model are freed before the Ideal World's
+    return real, train(prepared.pop(0))
 
 
 def comparison_table(real: dict, ideal: dict) -> str:

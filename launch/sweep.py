@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 # Our trials write their own TensorBoard events under runs/<study>/<trial>; Tune's default
@@ -58,8 +59,10 @@ def trial_fn(params: dict) -> None:
         tune.report(trial_state.final_report(finished, kept=True))
         return
     torch.set_num_threads(max(1, int(params.get("threads", 1))))
-    summary = run_trial(cfg, report=trial_state.checkpointing_reporter(cfg, tune.report),
-                        extra_callbacks=fault_callbacks(cfg.name), ckpt_path=trial_state.resume_checkpoint(cfg))
+    run_id = params.get("run_id")  # this experiment's: only its own checkpoints are read (trial_state.py)
+    summary = run_trial(cfg, report=trial_state.checkpointing_reporter(cfg, tune.report, run_id),
+                        extra_callbacks=fault_callbacks(cfg.name),
+                        ckpt_path=trial_state.resume_checkpoint(cfg, run_id))
     trial_state.finish(cfg)
     tune.report(trial_state.final_report(summary))
 
@@ -189,6 +192,7 @@ def concurrent_trials(sweep: Sweep) -> int:
 
 
 def param_space(sweep: Sweep, out_dir: Path) -> dict:
+    run_id = uuid.uuid4().hex  # kept in Tune's state: the same on --resume, new for a fresh sweep
     configs = []
     for t in sweep.trials:
         plain = config.to_plain(t.cfg)
@@ -196,7 +200,7 @@ def param_space(sweep: Sweep, out_dir: Path) -> dict:
         plain["progress"] = False  # the sweep prints one progress line per trial event instead
         configs.append({"name": t.name, "cfg": plain, "threads": max(1, int(sweep.resources.cpu)),
                         "workers": sweep.resources.workers, "cpu": sweep.resources.cpu,
-                        "gpu": sweep.resources.gpu})
+                        "gpu": sweep.resources.gpu, "run_id": run_id})
     return {"trial": tune.grid_search(configs)}
 
 
@@ -224,4 +228,9 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, resume: bool = False,
         tuner = tune.Tuner(trainable, param_space=param_space(sweep, out_dir), tune_config=tune_config,
                            run_config=run_config)
     results = tuner.fit()
+    # Tune returns normally after Ctrl-C, having stopped the trials it cut off before they wrote a summary.
+    if any(r.error is None and not (r.metrics or {}).get("done") for r in results):
+        for t in sweep.trials:  # only those started and never finished have no summary, or a 'running' one
+            trial_state.mark_interrupted(t.cfg)
+        raise KeyboardInterrupt
     return [r.metrics or {} for r in results]

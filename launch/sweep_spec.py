@@ -24,11 +24,11 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from twoworlds.launch import config
+from twoworlds.launch import config, trial_state
 from twoworlds.launch.config import ConfigError
 from twoworlds.lightning_modules.registry import did_you_mean
 from twoworlds.results.claim_spec import ClaimError, validate_claims
-from twoworlds.results.records import atomic_write_text
+from twoworlds.results.records import MANIFEST, atomic_write_text
 
 TOP_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "resources", "max_failures", "claims", "smoke")
 RESOURCE_KEYS = ("cpu", "gpu", "workers")
@@ -65,11 +65,11 @@ class Sweep:
     def write_manifest(self, overrides: list[str], smoke: bool) -> Path:
         """<study>/sweep.json: the sweep file's text, the overrides and the expected trial names, so the
         report can quote the study and list trials that never started."""
-        self.study_dir.mkdir(parents=True, exist_ok=True)
+        trial_state.writable_dir(self.study_dir)
         doc = {"name": self.name, "file": str(self.path), "text": self.path.read_text(), "smoke": smoke,
                "overrides": list(overrides), "trials": [t.name for t in self.trials], "varying": self.varying_keys,
                "claims": self.claims}
-        return atomic_write_text(self.study_dir / "sweep.json", json.dumps(doc, indent=2) + "\n")
+        return atomic_write_text(self.study_dir / MANIFEST, json.dumps(doc, indent=2) + "\n")
 
     def samples(self) -> dict[str, int]:
         """Samples drawn by each world (steps x batch_size summed over its trials), and the
@@ -179,18 +179,14 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (), sm
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        raise ConfigError(f"{path} is not valid YAML: {config.yaml_problem(e)}") from None
     where = f"in {path}"
     _check_keys(doc, TOP_KEYS, where)
     if not doc.get("name"):
         raise ConfigError(f"{path} needs a 'name' (the study name; outputs go to <out_dir>/<name>/)")
     if smoke:
         doc = _merge_smoke(doc, str(path))
-    resources = doc.get("resources") or {}
-    _check_keys(resources, RESOURCE_KEYS, f"under 'resources' {where}")
-    res = Resources(**resources)
-    if res.workers < 1 or res.cpu <= 0 or res.gpu < 0:
-        raise ConfigError(f"resources {where}: workers must be >= 1, cpu > 0 and gpu >= 0, got {resources}")
+    res = _resources(doc.get("resources") or {}, where)
     trials = _expand(doc, path, config.parse_overrides(list(overrides)))
     varying = _varying_keys(trials)
     for t in trials:
@@ -201,7 +197,64 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (), sm
         claims = validate_claims(doc.get("claims"), where)
     except ClaimError as e:
         raise ConfigError(str(e)) from None
-    return Sweep(doc["name"], path, trials, res, int(doc.get("max_failures", 2)), varying, claims)
+    max_failures = doc.get("max_failures", 2)
+    if not _is_int(max_failures) or max_failures < 0:
+        raise ConfigError(f"'max_failures' {where} must be an integer >= 0 (retries of a trial that raises), "
+                          f"got {max_failures!r}")
+    return Sweep(doc["name"], path, trials, res, max_failures, varying, claims)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _resources(resources: dict, where: str) -> Resources:
+    if not isinstance(resources, dict):
+        raise ConfigError(f"'resources' {where} must be a mapping (cpu, gpu, workers)")
+    _check_keys(resources, RESOURCE_KEYS, f"under 'resources' {where}")
+    for key, value in resources.items():
+        ok = _is_int(value) if key == "workers" else isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            raise ConfigError(f"resources.{key} {where} must be a {'whole ' if key == 'workers' else ''}number, "
+                              f"got {value!r}")
+    res = Resources(**resources)
+    if res.workers < 1 or res.cpu <= 0 or res.gpu < 0:
+        raise ConfigError(f"resources {where}: workers must be >= 1, cpu > 0 and gpu >= 0, got {resources}")
+    return res
+
+
+def _seeds(value, where: str) -> list[int]:
+    """`seeds`: a count k (seeds 0..k-1) or a list of seeds."""
+    if _is_int(value) and value >= 1:
+        return list(range(value))
+    if isinstance(value, list) and value and all(_is_int(s) and s >= 0 for s in value):
+        return list(value)
+    raise ConfigError(f"'seeds' {where} must be a count >= 1 or a non-empty list of seeds >= 0, got {value!r}")
+
+
+def resume_overrides(sweep: Sweep, overrides: list[str], smoke: bool) -> list[str]:
+    """The overrides a `--resume` continues with: the stored ones (sweep.json). Tune resumes the trials as
+    they were started, so new overrides, or an edited sweep file, would be recorded but never trained."""
+    path = sweep.study_dir / MANIFEST
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ConfigError(f"nothing to resume: no readable {path} (run without --resume first; a study started "
+                          "with out_dir=... is resumed with the same out_dir=...)") from None
+    before = stored.get("overrides", [])
+    new = [f"{k}={v}" for k, v in _as_dict(overrides).items() if _as_dict(before).get(k) != v]
+    if new:
+        raise ConfigError(f"--resume continues study '{sweep.name}' with the overrides it was started with "
+                          f"({' '.join(before) or 'none'}); it would record but never train {' '.join(new)}. "
+                          "Resume with those overrides (or none), or start a new study (another name:)")
+    if stored.get("text") != sweep.path.read_text() or bool(stored.get("smoke")) != smoke:
+        raise ConfigError(f"--resume continues study '{sweep.name}' as it was started, but {sweep.path} (or "
+                          "--smoke) changed since: restore it, or start a new study (another name:)")
+    return list(before)
+
+
+def _as_dict(overrides: list[str]) -> dict[str, str]:
+    return dict(o.split("=", 1) for o in overrides)
 
 
 def _expand(doc: dict, path: Path, overrides: list[str]) -> list[Trial]:
@@ -211,8 +264,7 @@ def _expand(doc: dict, path: Path, overrides: list[str]) -> list[Trial]:
     for k, v in grid.items():
         if not isinstance(v, list) or not v:
             raise ConfigError(f"'grid.{k}' {where} must be a non-empty list of values")
-    seeds = doc.get("seeds", 1)
-    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    seeds = _seeds(doc.get("seeds", 1), where)
     grid_points = [dict(zip(grid, vals, strict=True)) for vals in itertools.product(*grid.values())]
     # `zip` is one group of lists that advance together, or a list of such groups (crossed with each other)
     groups = doc.get("zip") if isinstance(doc.get("zip"), list) else [doc.get("zip")]
@@ -243,6 +295,7 @@ def _expand(doc: dict, path: Path, overrides: list[str]) -> list[Trial]:
     named = {}
     for t in trials.values():
         t.name = _sweep_trial_name(t.cfg, extra)
+        config.check_name("name", t.name)
         t.cfg.name = t.name
         if t.name in named:
             raise ConfigError(f"two trials of {path} would both be named '{t.name}'")
@@ -273,5 +326,6 @@ def _sweep_trial_name(cfg: DictConfig, extra_keys: list[str]) -> str:
     """The readable default name, plus `-<leaf><value>` for varying keys it does not show."""
     name = config.trial_name(cfg)
     for k in extra_keys:
-        name += f"-{k.split('.')[-1].replace('_', '')}{OmegaConf.select(cfg, k)}"
+        value = str(OmegaConf.select(cfg, k)).replace("/", "_").replace("\\", "_").replace("..", "_")  # file paths
+        name += f"-{k.split('.')[-1].replace('_', '')}{value}"
     return name

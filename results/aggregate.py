@@ -18,13 +18,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 from twoworlds.lightning_modules.metrics import final_name
-from twoworlds.results.records import BOOKKEEPING_KEYS, atomic_write, flatten
+from twoworlds.results.records import BOOKKEEPING_KEYS, MANIFEST, atomic_write, flatten, read_rows
 
-# Written by `twoworlds sweep` beside the trials: the sweep file and the expected trial names.
-MANIFEST = "sweep.json"
 # Trial-level columns kept from summary.json.
 _SUMMARY_KEYS = ("status", "pair_key", "steps_done", "samples_seen", "distinct_samples_seen", "num_parameters", "num_classes",
-                 "wall_time", "error", "diverged_at_step", "diverged_reason", "resumed_from_step", "stopped_early_at")
+                 "wall_time", "error", "diverged_at_step", "diverged_reason", "resumed_from_step", "stopped_early_at",
+                 "config_hash")
 
 
 class StudyError(ValueError):
@@ -48,17 +47,56 @@ class Study:
 
 
 def _read_trial(path: Path) -> tuple[dict, pd.DataFrame, dict]:
-    doc = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    doc = _read_config(path / "config.yaml")
     prov = doc.pop("provenance", {}) or {}
+    doc.pop("config_hash", None)
     cfg = {k: v for k, v in flatten(doc).items() if k.split(".")[0] not in BOOKKEEPING_KEYS}
     summary_path = path / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"status": "running"}
+    summary = _read_json(summary_path) if summary_path.exists() else {"status": "running"}
     row = {"trial": path.name, **cfg, **{k: summary.get(k) for k in _SUMMARY_KEYS}}
     for k, v in (summary.get("final") or {}).items():
         row[final_name(k)] = float(v)  # "nan"/"inf" strings of a diverged run become floats again
     metrics_path = path / "metrics.csv"
-    curve = pd.read_csv(metrics_path) if metrics_path.exists() and metrics_path.stat().st_size else pd.DataFrame()
+    curve = read_metrics(metrics_path) if metrics_path.exists() else pd.DataFrame()
     return row, curve, prov
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise StudyError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix or delete that trial "
+                         "directory") from None
+    if not isinstance(doc, dict):
+        raise StudyError(f"{path} holds no config mapping; fix or delete that trial directory")
+    return doc
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError as e:
+        raise StudyError(f"{path} is not valid JSON ({e}); fix or delete it") from None
+    if not isinstance(doc, dict):
+        raise StudyError(f"{path} holds no JSON object; fix or delete it")
+    return doc
+
+
+def read_metrics(path: Path) -> pd.DataFrame:
+    """A trial's metrics.csv as numbers: complete rows only (a torn last row is dropped with a warning,
+    see launch/recorder.read_rows); a malformed file is a StudyError naming it."""
+    try:
+        header, rows = read_rows(path)
+    except ValueError as e:
+        raise StudyError(str(e)) from None
+    df = pd.DataFrame(rows, columns=header)
+    for column in df.columns:
+        try:
+            df[column] = pd.to_numeric(df[column].replace(["", "nan"], float("nan")))  # a diverged run's "nan"
+        except (ValueError, TypeError):
+            raise StudyError(f"{path} is malformed: column '{column}' holds a value that is not a number; "
+                             "delete that trial directory to re-run it") from None
+    return df
 
 
 def load_study(study_dir: str | Path) -> Study:
@@ -68,7 +106,7 @@ def load_study(study_dir: str | Path) -> Study:
         raise StudyError(f"no study directory at {path} (run `twoworlds sweep FILE` first; outputs go to "
                          "<out_dir>/<study name>/)")
     manifest_path = path / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest = _read_json(manifest_path) if manifest_path.exists() else {}
     dirs = sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
     if not dirs:
         raise StudyError(f"{path} holds no trials yet (no <trial>/config.yaml); is it a study directory "

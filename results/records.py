@@ -9,9 +9,14 @@ heavy, so launch/ writes its run files with it and results/ reads them with the 
 
 from __future__ import annotations
 
+import csv
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
+
+# Written by `twoworlds sweep` beside the trials: the sweep file, its overrides and the expected trial names.
+MANIFEST = "sweep.json"
 
 # Run keys that only say where a trial's files go and how it reports progress, not what it trains:
 # never a column of the report's tables, never part of the pair key (launch/config.py).
@@ -43,3 +48,35 @@ def flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = str(v) if isinstance(v, list) else v
     return out
+
+
+def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """metrics.csv's header and its complete rows, as strings.
+
+    A torn last row (no line end, or the wrong number of fields: a write cut short by a crash) is
+    dropped with a warning naming the file; any other malformed row raises ValueError naming the file.
+    """
+    lines = Path(path).read_text().splitlines(keepends=True)
+    if not lines or not lines[0].endswith("\n"):
+        return [], []
+    header = next(csv.reader([lines[0]]))
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = next(csv.reader([line]), [])
+        if line.endswith("\n") and len(fields) == len(header):
+            rows.append(fields)
+        elif number == len(lines):
+            print(f"warning: {path}: dropped its torn last row (line {number}: {line.strip()[:40]!r}), "
+                  "a write cut short", file=sys.stderr, flush=True)
+        else:
+            raise ValueError(f"{path} is malformed: line {number} has {len(fields)} fields, the header "
+                             f"{len(header)} (delete that trial directory to re-run it)")
+    return header, rows
+
+
+def last_row(path: Path) -> dict[str, float]:
+    """The last complete row of a metrics.csv, as numbers ({} when there is none)."""
+    if not Path(path).exists():
+        return {}
+    header, rows = read_rows(path)
+    return {k: float(v) for k, v in zip(header, rows[-1], strict=True) if v != ""} if rows else {}

@@ -19,7 +19,10 @@ def collect(study_dir: str | Path, expected: list[str] | None = None) -> list[di
     for name in names:
         path = study_dir / name / "summary.json"
         if path.exists():
-            s = json.loads(path.read_text())
+            try:
+                s = json.loads(path.read_text())
+            except ValueError as e:  # one unreadable file never hides the others' results
+                s = {"status": "unreadable", "error": f"{path}: {e}"}
             # a diverged run's non-finite metrics are written as "nan"/"inf" strings (strict JSON)
             s["final"] = {k: float(v) for k, v in (s.get("final") or {}).items()}
         else:
