@@ -27,7 +27,7 @@ class DataConfig:
     teacher_shape: list[int] = field(default_factory=lambda: [1, 32])
     teacher_classes: int = 4
     teacher_width: int = 32
-    # image / file sources (datamodules/images.py)
+    # file sources (datamodules/cifar.py, arrays.py)
     data_dir: str = "data"  # where dataset files live; relative paths are relative to the working directory
     download: bool = False  # cifar10 only: fetch the dataset with torchvision when it is missing
     x_file: str = ""  # arrays source: .npy inputs (N, ...) and labels (N,), relative to data_dir unless absolute

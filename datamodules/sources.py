@@ -71,7 +71,7 @@ class Source:
 def _import_builtin_sources() -> None:
     """The source modules register themselves on import; they pull scipy, mnist1d and numpy file
     readers, so they are imported at the first lookup, not when the config schema loads."""
-    from twoworlds.datamodules import images, mnist1d  # noqa: F401
+    from twoworlds.datamodules import arrays, cifar, mnist1d  # noqa: F401
 
 
 SOURCES: Registry[Callable[[DataConfig], Source]] = Registry("source", load=_import_builtin_sources)

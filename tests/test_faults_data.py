@@ -14,7 +14,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from image_fixtures import write_tiny_cifar5m, write_tiny_cifar10
-from twoworlds.datamodules import images
+from twoworlds.datamodules import arrays, cifar
 from twoworlds.datamodules.datamodule import WorldDataModule
 from twoworlds.datamodules.sources import DataConfig, build_source
 from twoworlds.datamodules.worlds import WorldPlan
@@ -201,7 +201,7 @@ def test_a_malicious_cifar10_batch_runs_no_code(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and not marker.exists()
     assert err == (f"error: {batch} is not a CIFAR-10 python batch (refuses global posix.system); "
-                   f"delete it and unpack {images.CIFAR10_URL} again\n")
+                   f"delete it and unpack {cifar.CIFAR10_URL} again\n")
 
 
 def test_numpy1_cifar10_pickles_still_read(tmp_path):
@@ -211,7 +211,7 @@ def test_numpy1_cifar10_pickles_still_read(tmp_path):
     raw = path.read_bytes()
     assert b"numpy._core.multiarray\n_reconstruct" in raw
     path.write_bytes(raw.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"))
-    x, y = images._read_cifar10_batch(path)
+    x, y = cifar._read_cifar10_batch(path)
     with open(root / "data_batch_1", "rb") as f:
         want = pickle.load(f, encoding="bytes")
     assert np.array_equal(x.reshape(20, -1), want[b"data"]) and y.tolist() == want[b"labels"]
@@ -248,7 +248,7 @@ def test_a_stray_label_is_refused_unless_num_classes_says_so(tmp_path, capsys):
 
 
 def test_non_finite_inputs_are_named_at_load(tmp_path, monkeypatch):
-    monkeypatch.setattr(images, "FINITE_CHUNK", 64)  # 4 rows per chunk: the bad row lies in a later chunk
+    monkeypatch.setattr(arrays, "FINITE_CHUNK", 64)  # 4 rows per chunk: the bad row lies in a later chunk
     y = np.arange(40) % 4
     np.save(tmp_path / "y.npy", y)
     for bad, dtype in ((np.nan, np.float32), (-np.inf, np.float32), (1e300, np.float64)):

@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 import torch
 from image_fixtures import make_images, read_tiny_cifar10, write_tiny_cifar5m, write_tiny_cifar10
-from twoworlds.datamodules import augment, images
+from twoworlds.datamodules import augment, cifar
 from twoworlds.datamodules.augment import prepare_images
-from twoworlds.datamodules.images import (
-    CIFAR5M_URL,
-    CIFAR10_MD5,
-    CIFAR10_URL,
-    CIFAR_MEAN,
-    CIFAR_STD,
-    _npz_memmap,
-)
+from twoworlds.datamodules.cifar import CIFAR5M_URL, CIFAR10_MD5, CIFAR10_URL, CIFAR_MEAN, CIFAR_STD
+from twoworlds.datamodules.files import _npz_memmap
 from twoworlds.datamodules.sources import SOURCES, DataConfig, Source, build_source
 
 PER_BATCH, PER_PART = 40, 60
@@ -103,7 +97,7 @@ def test_cifar10_download_guarded_import(tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_torchvision)
     with pytest.raises(ValueError, match="torchvision"):
-        images._download_cifar10(tmp_path)
+        cifar._download_cifar10(tmp_path)
 
 
 # --- CIFAR-5m --------------------------------------------------------------------------------
