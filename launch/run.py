@@ -10,16 +10,17 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import TensorBoardLogger
 from twoworlds.datamodules import build_source
 from twoworlds.datamodules.corruptions import corrupt_source, is_active
 from twoworlds.datamodules.datamodule import WorldDataModule
 from twoworlds.datamodules.loaders import choose_loader
 from twoworlds.datamodules.worlds import WorldPlan
 from twoworlds.launch.callbacks import ROW_FIELDS, EvaluationCallback
-from twoworlds.launch.config import ConfigError, flatten, pair_key, to_plain, trial_name
+from twoworlds.launch.config import ConfigError, pair_key, trial_name
 from twoworlds.launch.recorder import RunRecorder, provenance
+from twoworlds.launch.tensorboard_log import TrialLogger, write_trial_end
 from twoworlds.lightning_modules.classification import ClassificationModule
+from twoworlds.lightning_modules.flops import training_flops_per_sample
 from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, metric_name
 from twoworlds.lightning_modules.networks import build_network
 from twoworlds.lightning_modules.schedules import eval_steps
@@ -54,6 +55,7 @@ def build(cfg: DictConfig) -> tuple[ClassificationModule, WorldDataModule, World
         pl.seed_everything(cfg.seed, workers=False, verbose=False)  # initial weights: invariant 5
         m = cfg.model
         net = build_network(m.name, source.input_shape, source.num_classes, m.width, m.depth, m.patch_size)
+        net.flops_per_sample = training_flops_per_sample(net, source.input_shape, source.num_classes)
         if cfg.channels_last:
             net = net.to(memory_format=torch.channels_last)
         module = ClassificationModule(net, cfg.optim, cfg.steps)
@@ -96,8 +98,8 @@ def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks
     evaluator = EvaluationCallback(
         schedule, recorder, label=f"{cfg.world} {name}", n=cfg.n if cfg.world == "real" else None,
         batch_size=cfg.batch_size, eval_batch_size=cfg.eval.batch_size, check_every=cfg.check_every,
-        progress=cfg.progress, report=report, early_stop=cfg.early_stop)
-    logger = TensorBoardLogger(save_dir=str(run_dir.parent), name=name, version="", default_hp_metric=False)
+        flops_per_sample=module.net.flops_per_sample, progress=cfg.progress, report=report, early_stop=cfg.early_stop)
+    logger = TrialLogger(save_dir=str(run_dir.parent), name=name, version="", default_hp_metric=False)
     trainer = pl.Trainer(
         accelerator=accelerator(cfg.device, cfg.precision), devices="auto" if plugins else 1, strategy=strategy,
         plugins=plugins, precision=cfg.precision, max_steps=cfg.steps, max_epochs=-1, logger=logger,
@@ -112,6 +114,7 @@ def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks
                            keep_until_step=_resume_step(ckpt_path))
     summary = {"trial": name, "study": cfg.study, "world": cfg.world, "n": cfg.n if cfg.world == "real" else None,
                "pair_key": pair_key(cfg), "num_parameters": module.net.num_parameters,
+               "flops_per_sample": module.net.flops_per_sample,
                "num_classes": dm.source.num_classes, "status": "running",
                "resumed_from_step": _resume_step(ckpt_path)}
     start = time.perf_counter()
@@ -139,20 +142,9 @@ def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks
             summary["diverged_reason"] = evaluator.diverged_why
         recorder.write_summary(summary)
         if is_zero:
-            hparams = flatten({k: v for k, v in to_plain(cfg).items()})
-            logger.log_hyperparams(hparams, metrics=_final_metrics(summary["final"], dm.eval_split_names()))
-            logger.finalize(summary["status"])
+            write_trial_end(logger, cfg, summary, dm.eval_split_names(), evaluator.last_row)
     summary["rows"] = evaluator.recorder.rows
     return summary
-
-
-def _final_metrics(final: dict, splits: list[str]) -> dict[str, float]:
-    """The HPARAMS tab's metrics: 'final/<split>/<kind>' for every split a trial of this source can
-    have, NaN where this trial has none (the Ideal World has no train set; a run that failed before
-    its first evaluation has nothing). Every trial must declare the same metrics: TensorBoard takes
-    the metric columns of the whole logdir from one trial's hparams summary, picked arbitrarily."""
-    splits = splits if TRAIN in splits else [*splits, TRAIN]
-    return {f"final/{metric_name(s, k)}": final.get(metric_name(s, k), float("nan")) for s in splits for k in KINDS}
 
 
 def _resume_step(ckpt_path: str | None) -> int:
