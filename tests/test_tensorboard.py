@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
 import yaml
 from conftest import TINY
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
@@ -120,6 +121,27 @@ def test_hparams_hold_each_trials_config_and_final_metrics_declared_alike(study)
         np.testing.assert_array_equal(f32(hp["metrics"].values()), f32(expected_finals(trial).values()))
     assert np.isnan(read_hparams(study["ideal"])["metrics"][f"final/{metric_name(TRAIN, SOFT_ERROR)}"])
     assert read_hparams(study["diverged"])["hparams"]["status"] == "diverged"
+    assert {key: read_hparams(trial)["status"] for key, trial in study.items()} == SESSION_STATUS
+
+
+class Crash(pl.Callback):
+    """A real exception from inside `fit`, after some rows are logged."""
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == 6:
+            raise RuntimeError("injected crash at step 6")
+
+
+def test_a_failed_trial_keeps_one_events_file_with_failure_status(make_cfg):
+    cfg = make_cfg("name=crash")
+    with pytest.raises(RuntimeError, match="injected crash"):
+        run_trial(cfg, extra_callbacks=[Crash()])
+    trial = Path(cfg.out_dir) / cfg.study / "crash"
+    assert len(list(trial.glob("events.out.tfevents.*"))) == 1
+    hp = read_hparams(trial)
+    assert (hp["status"], hp["hparams"]["status"]) == ("STATUS_FAILURE", "failed")
+    last = pd.read_csv(trial / "metrics.csv").step.iloc[-1]
+    assert last <= 6 and set(read_scalars(trial).query("tag.str.startswith('final/')").step) == {last}
 
 
 # ---- a real TensorBoard server ------------------------------------------------------------------
