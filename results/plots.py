@@ -98,7 +98,8 @@ def plot_curves(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, stem: 
                            label="Real World stopped early (converged)")
             conv = rows.converged_at.dropna()
             if len(conv):
-                ax.axvline(_x_at_step(curves, list(rows.real), conv.median(), col), color="gray", lw=0.8, alpha=0.7, label="Real World train error < 1%")
+                ax.axvline(_x_at_step(curves, list(rows.real), conv.median(), col), color="gray", lw=0.8, alpha=0.7,
+                           label="Real World train error < 1%")
             seeds = len(rows)
             ax.set_title(f"{cfg}" + (f"  ({seeds} seeds)" if seeds > 1 else ""))
             _log_x(ax, x)
@@ -221,14 +222,15 @@ def plot_speed(configs: pd.DataFrame, out_dir: Path, budget: str) -> Path:
     seen: dict[str, int] = {}
     for r, f in zip(configs.itertuples(), fam, strict=True):
         k = seen[f] = seen.get(f, -1) + 1
-        missing = "  (no point: its Ideal World curve misses this budget)" if r.ideal_at_step_mean != r.ideal_at_step_mean \
-            else ""
+        reached = r.ideal_at_step_mean == r.ideal_at_step_mean  # not NaN
+        missing = "" if reached else "  (no point: its Ideal World curve misses this budget)"
         ax.errorbar(r.ideal_at_step_mean, r.real_final_mean, xerr=r.ideal_at_step_std, yerr=r.real_final_std,
                     fmt=markers[k % len(markers)], color=plt.get_cmap("tab10")(families.index(f) % 10),
                     label=r.configuration + missing, capsize=2, ms=7, mfc="none" if k >= len(markers) else None)
     shown = configs.dropna(subset=["ideal_at_step_mean"])
     shown = shown if len(shown) else configs
-    ends = [shown[f"{c}_mean"] + sign * shown[f"{c}_std"] for c in ("ideal_at_step", "real_final") for sign in (-1, 1)]
+    ends = [shown[f"{c}_mean"] + sign * shown[f"{c}_std"] for c in ("ideal_at_step", "real_final")
+            for sign in (-1, 1)]
     lo, hi = np.nanmin([e.min() for e in ends]), np.nanmax([e.max() for e in ends])  # error bars included
     pad = 0.1 * (hi - lo) + 0.01
     lo, hi = max(0.0, lo - pad), hi + pad
