@@ -19,6 +19,11 @@ from twoworlds.lightning_modules.metrics import ERROR, SOFT_ERROR, TEST, TRAIN, 
 ROW_FIELDS = ("step", "epoch", "samples_seen", TRAIN_FLOPS, "lr", "wall_time")
 
 
+def tensorboard_scalars(row: dict) -> dict:
+    """The columns of an evaluation row that also go to TensorBoard: the metrics, lr, train_flops."""
+    return {k: v for k, v in row.items() if "/" in k or k in ("lr", TRAIN_FLOPS)}
+
+
 @dataclass
 class EarlyStopConfig:
     """Stop a Real World run whose curve has converged: its train 0/1 error has stayed below
@@ -101,8 +106,7 @@ class EvaluationCallback(pl.Callback):
         if trainer.is_global_zero:
             self.recorder.add_row(row)
             if pl_module.logger is not None:
-                logged = {k: v for k, v in row.items() if "/" in k or k in ("lr", TRAIN_FLOPS)}
-                pl_module.logger.log_metrics(logged, step=step)
+                pl_module.logger.log_metrics(tensorboard_scalars(row), step=step)
             if self.progress:
                 self._print_progress(row, trainer.max_steps)
         # After the row is on disk: a checkpoint taken by `report` at step s implies row s is kept.

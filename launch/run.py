@@ -18,7 +18,7 @@ from twoworlds.datamodules.worlds import WorldPlan
 from twoworlds.launch.callbacks import ROW_FIELDS, EvaluationCallback
 from twoworlds.launch.config import ConfigError, pair_key, trial_name
 from twoworlds.launch.recorder import RunRecorder, provenance
-from twoworlds.launch.tensorboard_log import TrialLogger, write_trial_end
+from twoworlds.launch.tensorboard_log import TrialLogger, start_trial_log, write_trial_end
 from twoworlds.lightning_modules.classification import ClassificationModule
 from twoworlds.lightning_modules.flops import training_flops_per_sample
 from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, metric_name
@@ -112,6 +112,8 @@ def run_trial(cfg: DictConfig, *, strategy="auto", plugins=None, extra_callbacks
     recorder.write_config(cfg, provenance())
     recorder.start_metrics(list(ROW_FIELDS) + [metric_name(s, k) for s in dm.eval_split_names() for k in KINDS],
                            keep_until_step=_resume_step(ckpt_path))
+    if is_zero:
+        start_trial_log(logger, recorder.metrics_path)
     summary = {"trial": name, "study": cfg.study, "world": cfg.world, "n": cfg.n if cfg.world == "real" else None,
                "pair_key": pair_key(cfg), "num_parameters": module.net.num_parameters,
                "flops_per_sample": module.net.flops_per_sample,

@@ -4,17 +4,22 @@ the last step and the HPARAMS session (config, FLOPs per sample, the trial's rea
 Lightning's TensorBoardLogger closes its writer when `fit` ends and torch's `hparams()` hard-codes
 the end status SUCCESS, so writing the hparams after `fit` gave every trial a second events file
 and showed diverged and failed trials as successful. TrialLogger keeps the writer open past `fit`;
-`write_trial_end` writes the end of the trial into the same file and closes it.
+`write_trial_end` writes the end of the trial into the same file and closes it. A retried or
+resumed trial starts with `start_trial_log`, which replaces the earlier attempts' files (TensorBoard
+shows the first HPARAMS session it reads in a run: a failed attempt's would hide the final status).
 """
 
 from __future__ import annotations
 
+import csv
 import time
+from pathlib import Path
 
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+from twoworlds.launch.callbacks import tensorboard_scalars
 from twoworlds.launch.config import flatten, to_plain
 from twoworlds.lightning_modules.metrics import KINDS, TRAIN, metric_name
 
@@ -36,6 +41,22 @@ class TrialLogger(TensorBoardLogger):
     def close(self) -> None:
         if self._experiment is not None:
             self._experiment.close()
+
+
+def start_trial_log(logger: TrialLogger, metrics_csv: Path) -> None:
+    """Open this attempt's events file with the rows metrics.csv kept from earlier attempts (the rows
+    up to the checkpoint a resumed trial continues from; none for a fresh start), then delete the
+    earlier attempts' events files: one file per trial, holding what metrics.csv holds. Global-zero
+    rank only; call after the recorder has opened metrics.csv."""
+    earlier = set(Path(logger.log_dir).glob("events.out.tfevents.*"))
+    writer = logger.experiment  # creates this attempt's file
+    with metrics_csv.open() as f:
+        for row in csv.DictReader(f):
+            scalars = {k: float(v) for k, v in tensorboard_scalars(row).items() if v != ""}
+            logger.log_metrics(scalars, step=int(row["step"]))
+    writer.flush()
+    for path in earlier:
+        path.unlink()
 
 
 def write_trial_end(logger: TrialLogger, cfg: DictConfig, summary: dict, splits: list[str], last_row: dict) -> None:

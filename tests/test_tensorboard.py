@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 import yaml
 from conftest import TINY
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
-from twoworlds.launch import config
+from twoworlds.launch import config, trial_state
 from twoworlds.launch.run import run_trial
 from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, TRAIN_FLOPS, metric_name
 from twoworlds.results.tensorboard import read_hparams, read_scalars
@@ -132,16 +132,27 @@ class Crash(pl.Callback):
             raise RuntimeError("injected crash at step 6")
 
 
-def test_a_failed_trial_keeps_one_events_file_with_failure_status(make_cfg):
+def test_a_failed_trial_shows_failure_and_its_retry_success_in_one_events_file(make_cfg):
     cfg = make_cfg("name=crash")
-    with pytest.raises(RuntimeError, match="injected crash"):
-        run_trial(cfg, extra_callbacks=[Crash()])
+    with pytest.raises(RuntimeError, match="injected crash"):  # checkpoints at each evaluation, as in a sweep
+        run_trial(cfg, extra_callbacks=[Crash()], report=trial_state.checkpointing_reporter(cfg, lambda row: None))
     trial = Path(cfg.out_dir) / cfg.study / "crash"
     assert len(list(trial.glob("events.out.tfevents.*"))) == 1
     hp = read_hparams(trial)
     assert (hp["status"], hp["hparams"]["status"]) == ("STATUS_FAILURE", "failed")
     last = pd.read_csv(trial / "metrics.csv").step.iloc[-1]
     assert last <= 6 and set(read_scalars(trial).query("tag.str.startswith('final/')").step) == {last}
+    # Retried from its last checkpoint (as a sweep does): still one events file, now the retry's,
+    # with the kept rows and the rest, and the session status of the attempt that finished.
+    summary = run_trial(cfg, ckpt_path=trial_state.resume_checkpoint(cfg))
+    assert summary["status"] == "completed" and 0 < summary["resumed_from_step"] < 6
+    assert len(list(trial.glob("events.out.tfevents.*"))) == 1
+    assert read_hparams(trial)["status"] == "STATUS_SUCCESS"
+    csv, scalars = pd.read_csv(trial / "metrics.csv"), read_scalars(trial)
+    for tag in logged_columns(csv):
+        points = scalars[scalars.tag == tag]
+        assert points.step.tolist() == csv.step.tolist(), tag
+        np.testing.assert_array_equal(f32(points.value), f32(csv[tag]), err_msg=tag)
 
 
 # ---- a real TensorBoard server ------------------------------------------------------------------
