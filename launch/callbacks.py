@@ -14,15 +14,20 @@ import pytorch_lightning as pl
 from twoworlds.launch.config import EarlyStopConfig
 from twoworlds.launch.recorder import RunRecorder
 from twoworlds.lightning_modules.classification import ClassificationModule
-from twoworlds.lightning_modules.metrics import ERROR, SOFT_ERROR, TEST, TRAIN, metric_name
+from twoworlds.lightning_modules.metrics import ERROR, SOFT_ERROR, TEST, TRAIN, TRAIN_FLOPS, metric_name
 from twoworlds.results.formats import duration
 
-ROW_FIELDS = ("step", "epoch", "samples_seen", "lr", "wall_time")
+ROW_FIELDS = ("step", "epoch", "samples_seen", TRAIN_FLOPS, "lr", "wall_time")
+
+
+def tensorboard_scalars(row: dict) -> dict:
+    """The columns of an evaluation row that also go to TensorBoard: the metrics, lr, train_flops."""
+    return {k: v for k, v in row.items() if "/" in k or k in ("lr", TRAIN_FLOPS)}
 
 
 class EvaluationCallback(pl.Callback):
     def __init__(self, eval_steps: list[int], recorder: RunRecorder, *, label: str, n: int | None,
-                 batch_size: int, eval_batch_size: int, check_every: int, progress: bool,
+                 batch_size: int, eval_batch_size: int, check_every: int, progress: bool, flops_per_sample: int,
                  report: Callable[[pl.Trainer, dict], None] | None = None,
                  early_stop: EarlyStopConfig | None = None):
         self.eval_steps = set(eval_steps)
@@ -30,6 +35,7 @@ class EvaluationCallback(pl.Callback):
         self.n, self.batch_size, self.eval_batch_size = n, batch_size, eval_batch_size
         self.check_every, self.progress = check_every, progress
         self.report = report  # extra sink for each row (Ray Tune uses it)
+        self.flops_per_sample = flops_per_sample  # training FLOPs per sample, forward + backward
         self.status = "running"
         self.last_row: dict = {}
         self._t0 = 0.0
@@ -81,6 +87,7 @@ class EvaluationCallback(pl.Callback):
             "step": step,
             "epoch": samples / self.n if self.n else float("nan"),
             "samples_seen": samples,
+            TRAIN_FLOPS: samples * self.flops_per_sample,
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "wall_time": self._wall_offset + time.perf_counter() - self._t0,
         }
@@ -90,7 +97,7 @@ class EvaluationCallback(pl.Callback):
         if trainer.is_global_zero:
             self.recorder.add_row(row)
             if pl_module.logger is not None:
-                pl_module.logger.log_metrics({k: v for k, v in row.items() if "/" in k or k == "lr"}, step=step)
+                pl_module.logger.log_metrics(tensorboard_scalars(row), step=step)
             if self.progress:
                 self._print_progress(row, trainer.max_steps)
         # After the row is on disk: a checkpoint taken by `report` at step s implies row s is kept.

@@ -40,8 +40,12 @@ def main(argv: list[str] | None = None) -> int:
                           "crossing measures optimization speed (default: the worst configuration's final error)")
     p_report.add_argument("--check", action="store_true", help="exit 1 when a claim of the study's sweep "
                           "file does not hold on this run (a study as a regression test of the science)")
-    p_report.add_argument("--speed-step", type=int, default=None, help="step of plot (d) (default: the median "
-                          "Real World convergence step)")
+    p_report.add_argument("--x", choices=("steps", "samples", "flops", "time"), default="steps",
+                          help="x-axis of plots (a) and (d): optimizer steps, training samples, training FLOPs or "
+                          "wall time (default: steps)")
+    p_report.add_argument("--speed-step", "--budget", dest="speed_step", type=float, default=None,
+                          help="plot (d)'s budget in the --x unit: a step, samples, FLOPs or seconds (default: "
+                          "where the Real Worlds converge, median)")
     p_demo = sub.add_parser("demo", help="the quick-start study on MNIST-1D, ending in its report")
     p_demo.add_argument("args", nargs="*", help="key=value overrides")
     p_demo.add_argument("--smoke", action="store_true", help="its tiny smoke variant (a check that all works)")
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             return _sweep(ns.file, ns.args, dry_run=ns.dry_run, resume=ns.resume, smoke=ns.smoke,
                           address=ns.address, num_cpus=ns.num_cpus, report=ns.report)
         if ns.command == "report":
-            return _report(ns.study, ns.target, ns.speed_step, ns.check)
+            return _report(ns.study, ns.target, ns.speed_step, ns.check, ns.x)
         path, overrides = _split_args(ns.args)
         return _run(path, overrides)
     except KeyboardInterrupt:  # a sweep says how to resume itself (see _sweep)
@@ -148,12 +152,13 @@ def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smok
     return 1 if bad else 0
 
 
-def _report(study_dir: str, target: float | None = None, speed_step: int | None = None, check: bool = False) -> int:
+def _report(study_dir: str, target: float | None = None, speed_step: float | None = None, check: bool = False,
+            x: str = "steps") -> int:
     from twoworlds.results.aggregate import StudyError
     from twoworlds.results.report import build_report
     print(f"[report] reading {study_dir}", flush=True)
     try:
-        report = build_report(study_dir, target=target, speed_step=speed_step)
+        report = build_report(study_dir, target=target, speed_step=speed_step, x=x)
     except StudyError as e:
         raise ConfigError(str(e)) from None
     for v in report.verdicts:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import TensorBoardLogger
 from twoworlds.datamodules import build_source
 from twoworlds.datamodules.config import WORLDS
 from twoworlds.datamodules.corruptions import corrupt_source, is_active
@@ -22,13 +21,14 @@ from twoworlds.datamodules.loaders import choose_loader
 from twoworlds.datamodules.worlds import WorldPlan
 from twoworlds.launch import trial_state
 from twoworlds.launch.callbacks import ROW_FIELDS, EvaluationCallback
-from twoworlds.launch.config import ConfigError, check_name, config_hash, pair_key, to_plain, trial_name
+from twoworlds.launch.config import ConfigError, check_name, config_hash, pair_key, trial_name
 from twoworlds.launch.recorder import RunRecorder, last_row, provenance
+from twoworlds.launch.tensorboard_log import TrialLogger, start_trial_log, write_trial_end
 from twoworlds.lightning_modules.classification import ClassificationModule
-from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, final_name, metric_name
+from twoworlds.lightning_modules.flops import training_flops_per_sample
+from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, metric_name
 from twoworlds.lightning_modules.networks import build_network
 from twoworlds.lightning_modules.schedules import eval_steps
-from twoworlds.results.records import flatten
 
 
 def quiet_lightning() -> None:
@@ -60,6 +60,7 @@ def build(cfg: DictConfig) -> tuple[ClassificationModule, WorldDataModule, World
         pl.seed_everything(cfg.seed, workers=False, verbose=False)  # initial weights: invariant 5
         m = cfg.model
         net = build_network(m.name, source.input_shape, source.num_classes, m.width, m.depth, m.patch_size)
+        net.flops_per_sample = training_flops_per_sample(net, source.input_shape, source.num_classes)
         if cfg.channels_last:
             net = net.to(memory_format=torch.channels_last)
         module = ClassificationModule(net, cfg.optim, cfg.steps, plan.id_range())
@@ -114,13 +115,16 @@ class _TrialEvents(pl.Callback):
 
     def __init__(self, recorder: RunRecorder, columns: list[str]):
         self.recorder, self.columns = recorder, columns
-        self.resumed_from_step, self.interrupted = 0, False
+        self.resumed_from_step, self.interrupted, self.log_started = 0, False, False
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         self.resumed_from_step = int(checkpoint.get("global_step", 0))
 
     def on_train_start(self, trainer, pl_module) -> None:  # not called when the checkpoint is at the last step
         self.recorder.start_metrics(self.columns, keep_until_step=self.resumed_from_step)
+        if trainer.is_global_zero:  # this attempt's events file, holding the rows metrics.csv kept
+            start_trial_log(trainer.logger, self.recorder.metrics_path)
+            self.log_started = True
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.interrupted = isinstance(exception, KeyboardInterrupt)
@@ -146,20 +150,19 @@ def train(p: Prepared, *, strategy="auto", plugins=None, extra_callbacks=(), rep
     evaluator = EvaluationCallback(
         eval_steps(cfg.steps, cfg.eval.points, cfg.eval.dense), recorder, label=f"{cfg.world} {name}",
         n=cfg.n if cfg.world == "real" else None, batch_size=cfg.batch_size, eval_batch_size=cfg.eval.batch_size,
-        check_every=cfg.check_every, progress=cfg.progress, report=report, early_stop=cfg.early_stop)
+        check_every=cfg.check_every, flops_per_sample=p.module.net.flops_per_sample,
+        progress=cfg.progress, report=report, early_stop=cfg.early_stop)
     events = _TrialEvents(recorder, list(ROW_FIELDS) + [metric_name(s, k) for s in p.dm.eval_split_names()
                                                          for k in KINDS])
     trainer, logger = _trainer(cfg, p.run_dir, [evaluator, events, *extra_callbacks], strategy, plugins)
     if prepare is not None:  # e.g. ray.train.lightning.prepare_trainer for DDP workers
         trainer = prepare(trainer)
     is_zero = recorder.enable(trainer.is_global_zero)
-    if is_zero and ckpt_path is None:  # a fresh start replaces an earlier run's curves, as it does metrics.csv
-        for stale in p.run_dir.glob("events.out.tfevents.*"):
-            stale.unlink()
     recorder.write_config(cfg, {**provenance(), "config_hash": config_hash(cfg)})
     summary = {"trial": name, "study": cfg.study, "world": cfg.world, "n": cfg.n if cfg.world == "real" else None,
                "pair_key": pair_key(cfg), "config_hash": config_hash(cfg),
-               "num_parameters": p.module.net.num_parameters, "num_classes": p.dm.source.num_classes,
+               "num_parameters": p.module.net.num_parameters,
+               "flops_per_sample": p.module.net.flops_per_sample, "num_classes": p.dm.source.num_classes,
                "status": "running"}
     start = time.perf_counter()
     collective = True  # False once a rank may have died: the end-of-run count then skips its all-reduce
@@ -179,16 +182,16 @@ def train(p: Prepared, *, strategy="auto", plugins=None, extra_callbacks=(), rep
         summary["resumed_from_step"] = events.resumed_from_step
         _write_summary(summary, p, trainer, evaluator, time.perf_counter() - start, collective)
         if is_zero:
-            logger.log_hyperparams(flatten(to_plain(cfg)),
-                                   metrics=_final_metrics(summary["final"], p.dm.eval_split_names()))
-            logger.finalize(summary["status"])
+            if not events.log_started:  # resumed at its last step: no training, so no on_train_start
+                start_trial_log(logger, recorder.metrics_path)
+            write_trial_end(logger, cfg, summary, p.dm.eval_split_names(), evaluator.last_row)
     summary["rows"] = evaluator.recorder.rows
     return summary
 
 
 def _trainer(cfg: DictConfig, run_dir: Path, callbacks: list, strategy,
-             plugins) -> tuple[pl.Trainer, TensorBoardLogger]:
-    logger = TensorBoardLogger(save_dir=str(run_dir.parent), name=cfg.name, version="", default_hp_metric=False)
+             plugins) -> tuple[pl.Trainer, TrialLogger]:
+    logger = TrialLogger(save_dir=str(run_dir.parent), name=cfg.name, version="", default_hp_metric=False)
     trainer = pl.Trainer(
         accelerator=accelerator(cfg.device, cfg.precision), devices="auto" if plugins else 1, strategy=strategy,
         plugins=plugins, precision=cfg.precision, max_steps=cfg.steps, max_epochs=-1, logger=logger,
@@ -223,15 +226,6 @@ def _restore_sigint() -> None:
     (a notebook, or the second world of a pair)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def _final_metrics(final: dict, splits: list[str]) -> dict[str, float]:
-    """The HPARAMS tab's metrics: 'final/<split>/<kind>' for every split a trial of this source can
-    have, NaN where this trial has none (the Ideal World has no train set; a run that failed before
-    its first evaluation has nothing). Every trial must declare the same metrics: TensorBoard takes
-    the metric columns of the whole logdir from one trial's hparams summary, picked arbitrarily."""
-    splits = splits if TRAIN in splits else [*splits, TRAIN]
-    return {final_name(metric_name(s, k)): final.get(metric_name(s, k), float("nan")) for s in splits for k in KINDS}
 
 
 def _distinct_seen(module: ClassificationModule, trainer: pl.Trainer, collective: bool) -> int | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 LOSS, ERROR, SOFT_ERROR = "loss", "error", "soft_error"
 KINDS = (LOSS, ERROR, SOFT_ERROR)
 TEST, TRAIN = "test", "train"  # evaluation sets: held-out test set; the Real World's n samples
+# Cumulative training FLOPs at an evaluation: flops_per_sample × samples_seen (see flops.py for what counts).
+TRAIN_FLOPS = "train_flops"
 
 
 def metric_name(split: str, kind: str) -> str:

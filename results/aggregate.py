@@ -5,8 +5,10 @@ config), metrics.csv (one row per evaluation: the primary source) and summary.js
 metrics; absent while the trial is still running). A study that is running, or that has failed,
 diverged or missing trials, still aggregates: those trials are listed, with the rows they logged.
 
-    trials: one row per trial: trial, status, world, n, seed, pair_key, config values (dotted keys), ...
-    curves: one row per (trial, evaluation step): the metrics.csv columns plus the trial's config values
+    trials: one row per trial: trial, status, world, n, seed, pair_key, config values (dotted keys),
+            flops_per_sample, ...
+    curves: one row per (trial, evaluation step): the metrics.csv columns (train_flops included) plus
+            the trial's config values
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from twoworlds.results.records import BOOKKEEPING_KEYS, MANIFEST, atomic_write, 
 
 # Trial-level columns kept from summary.json.
 _SUMMARY_KEYS = ("status", "pair_key", "steps_done", "samples_seen", "distinct_samples_seen", "num_parameters", "num_classes",
-                 "wall_time", "error", "diverged_at_step", "diverged_reason", "resumed_from_step", "stopped_early_at",
-                 "config_hash")
+                 "flops_per_sample", "wall_time", "error", "diverged_at_step", "diverged_reason", "resumed_from_step",
+                 "stopped_early_at", "config_hash")
 
 
 class StudyError(ValueError):

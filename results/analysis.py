@@ -14,13 +14,32 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from twoworlds.lightning_modules.metrics import ERROR, SOFT_ERROR, TEST, TRAIN, metric_name
+from twoworlds.lightning_modules.metrics import ERROR, SOFT_ERROR, TEST, TRAIN, TRAIN_FLOPS, metric_name
 from twoworlds.results.formats import fmt_pm  # noqa: F401  (re-exported: analysis.fmt_pm)
 
 TEST_SOFT, TEST_ERR = metric_name(TEST, SOFT_ERROR), metric_name(TEST, ERROR)
 TRAIN_SOFT, TRAIN_ERR = metric_name(TRAIN, SOFT_ERROR), metric_name(TRAIN, ERROR)
 CONVERGED_BELOW = 0.01  # Real World train error that counts as converged (the paper's 1%)
 LEARNING_STARTED = 0.9  # learning has begun once the Ideal World's test error is 10% below its first value
+
+
+@dataclass(frozen=True)
+class XAxis:
+    """What plots (a) and (d) put on the x-axis (`twoworlds report --x`): a metrics.csv column."""
+
+    column: str
+    label: str  # axis label, with units
+    noun: str  # "against <noun>"
+    budget: str  # plot (d)'s fixed budget, e.g. "step {:,.0f}"
+
+
+X_AXES = {
+    "steps": XAxis("step", "optimizer step", "steps", "step {:,.0f}"),
+    "samples": XAxis("samples_seen", "training samples seen", "samples seen", "{:,.0f} training samples"),
+    "flops": XAxis(TRAIN_FLOPS, "training FLOPs (forward + backward)", "training FLOPs", "{:.3g} training FLOPs"),
+    # wall time since the run's start, evaluations included (they are part of what a study costs)
+    "time": XAxis("wall_time", "wall time (s, evaluations included)", "wall time", "{:,.1f} s of wall time"),
+}
 
 
 # ---------------------------------------------------------------- curves

@@ -1,12 +1,14 @@
 """The report's four plot kinds, as PNG files (matplotlib, Agg backend: no display needed).
 
     (a) curves:   per configuration, test soft error of both worlds and the Real World's train soft
-                  error against steps (log x), mean over seeds ± std: the paper's Figure 1
+                  error against steps (log x; or samples, FLOPs, wall time: analysis.X_AXES), mean over
+                  seeds ± std: the paper's Figure 1
     (b) scatter:  Real against Ideal World test soft error, every pair and evaluation step, with y = x
     (c) heatmaps: over two configuration axes (width × depth, batch size × n, ...): bootstrap error at
                   convergence, the Ideal World's steps to the target error, the Real World's final error
-    (d) speed:    the Ideal World's test error at a fixed step against the Real World's final test
-                  error, one point per configuration (optimization speed against generalization)
+    (d) speed:    the Ideal World's test error at a fixed budget (a step, a FLOP count, a wall time)
+                  against the Real World's final test error, one point per configuration
+                  (optimization speed against generalization)
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from twoworlds.results.analysis import TEST_SOFT, TRAIN_SOFT, align, independent_keys  # noqa: E402
+from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter  # noqa: E402
+from twoworlds.results.analysis import TEST_SOFT, TRAIN_SOFT, X_AXES, XAxis, align, independent_keys  # noqa: E402
 
 PANELS_PER_FIGURE = 12
 MAX_FACETS = 4  # rows of heatmaps (values of the keys besides the two axes)
@@ -37,22 +40,44 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _band(ax, curves: pd.DataFrame, trials: list[str], column: str, label: str, style: dict) -> None:
-    """Mean over the trials (seeds) of `column` against step, with a ± std band when there are several."""
+def _band(ax, curves: pd.DataFrame, trials: list[str], column: str, label: str, style: dict,
+          x: str = "step") -> None:
+    """Mean over the trials (seeds) of `column` at each step, with a ± std band when there are several,
+    drawn at the seeds' mean `x` of that step (the step itself, samples, FLOPs or wall time)."""
     sub = curves[curves.trial.isin(trials)].dropna(subset=[column])
     if not len(sub):
         return
-    g = sub.groupby("step")[column]
-    mean, std = g.mean(), g.std(ddof=1).fillna(0.0)
-    steps = mean.index.to_numpy(float)
-    ax.plot(steps, mean.to_numpy(), label=label, lw=1.6, **style)
+    g = sub.groupby("step")
+    mean, std, xs = g[column].mean(), g[column].std(ddof=1).fillna(0.0), g[x].mean().to_numpy(float)
+    ax.plot(xs, mean.to_numpy(), label=label, lw=1.6, **style)
     if len(trials) > 1:
-        ax.fill_between(steps, (mean - std).to_numpy(), (mean + std).to_numpy(), color=style["color"], alpha=0.15,
+        ax.fill_between(xs, (mean - std).to_numpy(), (mean + std).to_numpy(), color=style["color"], alpha=0.15,
                         lw=0)
 
 
-def plot_curves(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, stem: str = "a_curves") -> list[Path]:
+def _x_at_step(curves: pd.DataFrame, trials: list[str], step: float, x: str) -> float:
+    """The trials' mean `x` at `step` (interpolated between evaluations): where a step falls on the x-axis."""
+    mean = curves[curves.trial.isin(trials)].groupby("step")[x].mean()
+    return float(np.interp(step, mean.index.to_numpy(float), mean.to_numpy(float)))
+
+
+def _log_x(ax, x: XAxis) -> None:
+    """Log x-axis. Steps keep matplotlib's decade labels; samples, FLOPs and seconds get short
+    engineering labels (500k, 2M, 1G; 200ms, 5s), at 1-2-5 when the panel spans few decades (the
+    default labels every minor tick there, unreadably) and at decades otherwise."""
+    ax.set_xscale("log")
+    if x.column == "step":
+        return
+    lo, hi = ax.get_xlim()
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0,) if hi / lo > 1e3 else (1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(EngFormatter(unit="s" if x.column == "wall_time" else "", sep=""))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def plot_curves(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, stem: str = "a_curves",
+                x: XAxis = X_AXES["steps"]) -> list[Path]:
     """(a): one panel per configuration; several figures when there are many configurations."""
+    col = x.column
     configs = list(dict.fromkeys(pairs.configuration))
     paths = []
     for start in range(0, len(configs), PANELS_PER_FIGURE):
@@ -63,21 +88,22 @@ def plot_curves(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, stem: 
                                  sharey=True, constrained_layout=True)
         for ax, cfg in zip(axes.flat, chunk, strict=False):
             rows = pairs[pairs.configuration == cfg]
-            _band(ax, curves, list(rows.real), TEST_SOFT, "Real World test", _WORLD_STYLE["real"])
-            _band(ax, curves, list(rows.ideal.unique()), TEST_SOFT, "Ideal World test", _WORLD_STYLE["ideal"])
-            _band(ax, curves, list(rows.real), TRAIN_SOFT, "Real World train", _WORLD_STYLE["train"])
+            _band(ax, curves, list(rows.real), TEST_SOFT, "Real World test", _WORLD_STYLE["real"], col)
+            _band(ax, curves, list(rows.ideal.unique()), TEST_SOFT, "Ideal World test", _WORLD_STYLE["ideal"], col)
+            _band(ax, curves, list(rows.real), TRAIN_SOFT, "Real World train", _WORLD_STYLE["train"], col)
             cut = rows.real[rows.stopped_early_at.notna()]
             if len(cut):  # Real World runs stopped early (early_stop): where their curves end
                 last = curves[curves.trial.isin(cut)].sort_values("step").groupby("trial").tail(1)
-                ax.scatter(last.step, last[TEST_SOFT], marker="x", s=40, color="tab:red", zorder=5,
+                ax.scatter(last[col], last[TEST_SOFT], marker="x", s=40, color="tab:red", zorder=5,
                            label="Real World stopped early (converged)")
             conv = rows.converged_at.dropna()
             if len(conv):
-                ax.axvline(conv.median(), color="gray", lw=0.8, alpha=0.7, label="Real World train error < 1%")
+                ax.axvline(_x_at_step(curves, list(rows.real), conv.median(), col), color="gray", lw=0.8, alpha=0.7,
+                           label="Real World train error < 1%")
             seeds = len(rows)
             ax.set_title(f"{cfg}" + (f"  ({seeds} seeds)" if seeds > 1 else ""))
-            ax.set_xscale("log")
-            ax.set_xlabel("optimizer step (log scale)")
+            _log_x(ax, x)
+            ax.set_xlabel(f"{x.label}, log scale")
             ax.set_ylim(bottom=0)
         for ax in axes[:, 0]:
             ax.set_ylabel("soft error (1 − p(true class))")
@@ -91,7 +117,7 @@ def plot_curves(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, stem: 
         fig.legend(handles, labels, loc="outside lower center", ncols=4, frameon=False)
         part = f" ({start // PANELS_PER_FIGURE + 1}/{math.ceil(len(configs) / PANELS_PER_FIGURE)})" \
             if len(configs) > PANELS_PER_FIGURE else ""
-        fig.suptitle(f"Real vs Ideal World: test soft error against steps{part}", fontsize=11)
+        fig.suptitle(f"Real vs Ideal World: test soft error against {x.noun}{part}", fontsize=11)
         suffix = f"_{start // PANELS_PER_FIGURE + 1}" if len(configs) > PANELS_PER_FIGURE else ""
         paths.append(_save(fig, out_dir / f"{stem}{suffix}.png"))
     return paths
@@ -184,9 +210,11 @@ def plot_heatmaps(configs: pd.DataFrame, keys: list[str], out_dir: Path, panels:
     return _save(fig, out_dir / "c_heatmaps.png")
 
 
-def plot_speed(configs: pd.DataFrame, out_dir: Path, step: int) -> Path:
+def plot_speed(configs: pd.DataFrame, out_dir: Path, budget: str) -> Path:
     """(d): one point per configuration: colour = family, marker = the rest of the configuration,
-    named in the legend (labels next to points would collide where configurations share an Ideal twin)."""
+    named in the legend (labels next to points would collide where configurations share an Ideal twin).
+    `budget` names where the Ideal World's error was taken ('step 1,000', '3.2e+12 training FLOPs');
+    a configuration whose Ideal World curve does not cover it has no point and says so in the legend."""
     fig, ax = plt.subplots(figsize=(8.6, 5.4), constrained_layout=True)
     fam = configs["model.name"].astype(str) if "model.name" in configs else pd.Series(["all"] * len(configs))
     families = list(dict.fromkeys(fam))
@@ -194,16 +222,21 @@ def plot_speed(configs: pd.DataFrame, out_dir: Path, step: int) -> Path:
     seen: dict[str, int] = {}
     for r, f in zip(configs.itertuples(), fam, strict=True):
         k = seen[f] = seen.get(f, -1) + 1
+        reached = r.ideal_at_step_mean == r.ideal_at_step_mean  # not NaN
+        missing = "" if reached else "  (no point: its Ideal World curve misses this budget)"
         ax.errorbar(r.ideal_at_step_mean, r.real_final_mean, xerr=r.ideal_at_step_std, yerr=r.real_final_std,
                     fmt=markers[k % len(markers)], color=plt.get_cmap("tab10")(families.index(f) % 10),
-                    label=r.configuration, capsize=2, ms=7, mfc="none" if k >= len(markers) else None)
-    lo = min(configs.ideal_at_step_mean.min(), configs.real_final_mean.min())
-    hi = max(configs.ideal_at_step_mean.max(), configs.real_final_mean.max())
+                    label=r.configuration + missing, capsize=2, ms=7, mfc="none" if k >= len(markers) else None)
+    shown = configs.dropna(subset=["ideal_at_step_mean"])
+    shown = shown if len(shown) else configs
+    ends = [shown[f"{c}_mean"] + sign * shown[f"{c}_std"] for c in ("ideal_at_step", "real_final")
+            for sign in (-1, 1)]
+    lo, hi = np.nanmin([e.min() for e in ends]), np.nanmax([e.max() for e in ends])  # error bars included
     pad = 0.1 * (hi - lo) + 0.01
     lo, hi = max(0.0, lo - pad), hi + pad
     ax.plot([lo, hi], [lo, hi], color="black", lw=1, ls="--", label="y = x")
     ax.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal",
-           xlabel=f"Ideal World test soft error at step {step:,}\n(optimization speed: lower is faster)",
+           xlabel=f"Ideal World test soft error at {budget}\n(optimization speed: lower is faster)",
            ylabel="Real World test soft error, last step\n(generalization)",
            title="Optimization speed against generalization")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, title="configuration", title_fontsize=8,

@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 from twoworlds.lightning_modules.metrics import final_name
 from twoworlds.results import plots
-from twoworlds.results.aggregate import Study, load_study, write_tables
+from twoworlds.results.aggregate import Study, StudyError, load_study, write_tables
 from twoworlds.results.analysis import (
     CONVERGED_BELOW,
     TEST_SOFT,
     TRAIN_ERR,
+    X_AXES,
     compared_keys,
     fmt_pm,
     label,
@@ -48,8 +49,9 @@ class Analysis:
     configs: pd.DataFrame  # one row per configuration: seed means and stds of the pair columns
     fits: pd.DataFrame  # power laws of Ideal World test soft error against samples seen
     target: float  # Ideal World test soft error whose first crossing measures optimization speed
-    speed_step: int  # the fixed step of plot (d)
+    speed_step: float  # the fixed budget of plot (d), in the unit of `x` (a step, samples, FLOPs, seconds)
     threshold: float = CONVERGED_BELOW
+    x: str = "steps"  # a key of X_AXES: the x-axis of plots (a) and (d)
     statements: list[str] = field(default_factory=list)
 
 
@@ -69,26 +71,57 @@ def _default_speed_step(pairs: pd.DataFrame, curves: pd.DataFrame) -> int:
     return int(steps[np.abs(np.log(steps.clip(1)) - math.log(max(1.0, conv.median()))).argmin()])
 
 
-def analyse(study: Study, target: float | None = None, speed_step: int | None = None,
-            threshold: float = CONVERGED_BELOW) -> Analysis:
+def _default_budget(pairs: pd.DataFrame, curves: pd.DataFrame, column: str) -> float:
+    """Plot (d)'s budget in samples, FLOPs or seconds: the median of the Real Worlds' `column` at
+    their convergence (the last Ideal World evaluation reached by all when none converged), moved
+    into the range every Ideal World curve covers, when there is one. Models whose costs differ a
+    lot may share no FLOP range: those without a value at the budget are named in plot (d)."""
+    ideal = curves[curves.trial.isin(pairs.ideal)].groupby("trial")[column]
+    first, last = ideal.min().max(), ideal.max().min()  # the range all Ideal World curves cover
+    conv = pairs.dropna(subset=["converged_at"])
+    at = [curves.loc[(curves.trial == p.real) & (curves.step == p.converged_at), column].iloc[0]
+          for p in conv.itertuples()]
+    budget = float(np.median(at)) if at else float(last)
+    return float(np.clip(budget, first, last)) if first <= last else budget
+
+
+def _check_x(pairs: pd.DataFrame, curves: pd.DataFrame, x: str) -> str:
+    """The curves column of `x`, refused where a paired trial lacks it (runs from before FLOP accounting)."""
+    if x not in X_AXES:
+        raise StudyError(f"--x {x}: unknown x-axis; use one of {', '.join(X_AXES)}")
+    column = X_AXES[x].column
+    used = curves[curves.trial.isin(pairs.real) | curves.trial.isin(pairs.ideal)]
+    lacking = sorted(used.trial[used[column].isna()].unique()) if column in used else sorted(used.trial.unique())
+    if lacking:
+        raise StudyError(f"--x {x}: trials {', '.join(lacking)} have no '{column}' values in metrics.csv (written "
+                         "by runs since FLOP accounting); re-run them, or use --x steps")
+    return column
+
+
+def analyse(study: Study, target: float | None = None, speed_step: float | None = None,
+            threshold: float = CONVERGED_BELOW, x: str = "steps") -> Analysis:
+    """`speed_step`: plot (d)'s budget in the unit of `x` (default: where the Real Worlds converge)."""
     keys = compared_keys(study.trials, study.varying)
     pairs = pair_table(study.trials, study.curves, study.varying, threshold)
     curves = study.curves
     if not len(pairs):
-        return Analysis(study, keys, pairs, pd.DataFrame(), pd.DataFrame(), float("nan"), 0, threshold)
+        return Analysis(study, keys, pairs, pd.DataFrame(), pd.DataFrame(), float("nan"), 0, threshold, x)
+    column = _check_x(pairs, curves, x)
     ideal_curves = {t: c.sort_values("step") for t, c in curves[curves.trial.isin(pairs.ideal)].groupby("trial")}
     target = _default_target(pairs.groupby("configuration").ideal_final.mean()) if target is None else target
-    speed_step = _default_speed_step(pairs, curves) if speed_step is None else speed_step
+    if speed_step is None:
+        speed_step = _default_speed_step(pairs, curves) if x == "steps" else _default_budget(pairs, curves, column)
     pairs["ideal_steps_to_target"] = [steps_to_target(ideal_curves[t].step, ideal_curves[t][TEST_SOFT], target)
                                       for t in pairs.ideal]
     pairs["ideal_steps_to_target"] = pairs.ideal_steps_to_target.astype(float)
-    pairs["ideal_at_step"] = [value_at(ideal_curves[t].step, ideal_curves[t][TEST_SOFT], speed_step) for t in pairs.ideal]
+    pairs["ideal_at_step"] = [value_at(ideal_curves[t][column], ideal_curves[t][TEST_SOFT], speed_step)
+                              for t in pairs.ideal]
     configs = mean_std(pairs, ["configuration", *keys], _PAIR_COLUMNS)
     configs["converged_seeds"] = pairs.groupby("configuration").converged_at.count().reindex(configs.configuration).values
     order = list(dict.fromkeys(pairs.configuration))
     configs = configs.set_index("configuration").loc[order].join(_averaged_curve_stats(pairs, curves, threshold))
     configs = configs.reset_index()
-    analysis = Analysis(study, keys, pairs, configs, _fits(study, keys), target, speed_step, threshold)
+    analysis = Analysis(study, keys, pairs, configs, _fits(study, keys), target, speed_step, threshold, x)
     analysis.statements = statements(analysis)
     return analysis
 
@@ -235,14 +268,15 @@ class Report:
         return [v for v in self.verdicts if v.holds is not True]
 
 
-def build_report(study_dir: str | Path, *, target: float | None = None, speed_step: int | None = None,
-                 threshold: float = CONVERGED_BELOW, out_dir: str | Path | None = None) -> Report:
-    """Write the report of runs/<study>/ (see the module docstring)."""
+def build_report(study_dir: str | Path, *, target: float | None = None, speed_step: float | None = None,
+                 threshold: float = CONVERGED_BELOW, out_dir: str | Path | None = None, x: str = "steps") -> Report:
+    """Write the report of runs/<study>/ (see the module docstring). `x`: the x-axis of plots (a)
+    and (d), a key of X_AXES; `speed_step`: plot (d)'s budget in that unit."""
     study = load_study(study_dir)
     out = Path(out_dir) if out_dir else study.path / "report"
     out.mkdir(parents=True, exist_ok=True)
     write_tables(study, out)
-    a = analyse(study, target, speed_step, threshold)
+    a = analyse(study, target, speed_step, threshold, x)
     blocks = [Block("h1", f"Study '{study.name}': Real World vs Ideal World"), Block("p", _intro(a))]
     if len(a.pairs):
         a.pairs.to_csv(out / "pairs.csv", index=False)
@@ -288,16 +322,18 @@ def _intro(a: Analysis) -> str:
             f"{len(a.pairs)} Real World trials have an Ideal World twin (same configuration and seed).")
     if len(a.pairs):
         text += (f" Optimization speed is the number of steps the Ideal World needs to reach a test soft error "
-                 f"of {a.target:.0%}; plot (d) compares the worlds at step {a.speed_step:,}.")
+                 f"of {a.target:.0%}; plot (d) compares the worlds at {X_AXES[a.x].budget.format(a.speed_step)}.")
     return text
 
 
 def _plot_blocks(a: Analysis, out: Path) -> list[Block]:
     curves = a.study.curves
     blocks = [Block("h2", "Plots")]
-    for i, path in enumerate(plots.plot_curves(a.pairs, curves, out)):
+    axis = X_AXES[a.x]
+    for i, path in enumerate(plots.plot_curves(a.pairs, curves, out, x=axis)):
         blocks.append(Block("image", path, f"(a{'' if i == 0 else i + 1}) Test soft error of both worlds and the "
-                                           "Real World's train soft error against steps (the paper's Figure 1)."))
+                                           f"Real World's train soft error against {axis.noun} (the paper's Figure 1 "
+                                           "has steps)."))
     blocks.append(Block("image", plots.plot_scatter(a.pairs, curves, out),
                         "(b) Real against Ideal World test soft error at every evaluation step of every pair."))
     panels = [("gap_at_convergence_mean", "bootstrap error at convergence", "{:+.3f}"),
@@ -306,8 +342,9 @@ def _plot_blocks(a: Analysis, out: Path) -> list[Block]:
     blocks.append(Block("image", plots.plot_heatmaps(a.configs, a.keys, out, panels),
                         "(c) Per configuration, mean over seeds. Bootstrap error at the Real World's convergence "
                         "step (at the last step where it did not converge)."))
-    blocks.append(Block("image", plots.plot_speed(a.configs, out, a.speed_step),
-                        f"(d) Optimization speed (Ideal World test soft error at step {a.speed_step:,}) against "
+    budget = axis.budget.format(a.speed_step)
+    blocks.append(Block("image", plots.plot_speed(a.configs, out, budget),
+                        f"(d) Optimization speed (Ideal World test soft error at {budget}) against "
                         "generalization (Real World test soft error at the last step); error bars: std over seeds."))
     return blocks
 

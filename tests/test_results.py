@@ -224,6 +224,42 @@ def test_claims_are_checked_and_report_check_exits_non_zero_when_one_fails(study
         manifest.write_text(json.dumps(doc))
 
 
+def test_report_puts_samples_flops_or_wall_time_on_the_x_axis(study, tmp_path):
+    from twoworlds.launch.cli import main
+    from twoworlds.results.aggregate import load_study
+    from twoworlds.results.report import analyse, build_report
+    study_dir, _ = study
+    s = load_study(study_dir)
+    flops = s.curves.merge(s.trials[["trial", "flops_per_sample"]], on="trial")
+    assert (flops.train_flops == flops.samples_seen * flops.flops_per_sample).all() and (flops.train_flops > 0).all()
+    for x, column in (("flops", "train_flops"), ("time", "wall_time"), ("samples", "samples_seen")):
+        a = analyse(s, x=x, speed_step=None if x != "time" else 1.0)
+        for p in a.pairs.itertuples():  # plot (d): the Ideal World's error at the budget, in x's unit
+            ideal = s.curves[s.curves.trial == p.ideal].sort_values("step")
+            assert p.ideal_at_step == pytest.approx(value_at(ideal[column], ideal[TEST_SOFT], a.speed_step), nan_ok=True)
+    assert main(["report", str(study_dir), "--x", "flops"]) == 0
+    md = (study_dir / "report" / "report.md").read_text()
+    assert "against training FLOPs" in md and re.search(r"Ideal World test soft error at [\d.e+]+ training FLOPs", md)
+    out = build_report(study_dir, x="time", speed_step=1.0, out_dir=tmp_path).index.parent
+    assert "at 1.0 s of wall time" in (out / "report.md").read_text()
+    for stem in ("a_curves", "d_speed_vs_generalization"):
+        assert (out / f"{stem}.png").stat().st_size > 10_000
+
+
+def test_report_x_flops_refuses_runs_without_train_flops(study, tmp_path, capsys):
+    import shutil
+
+    from twoworlds.launch.cli import main
+    study_dir, _ = study
+    copy = tmp_path / "tiny"
+    shutil.copytree(study_dir, copy)
+    old = copy / "mlp-w32-d2-bs16-ideal-s0" / "metrics.csv"  # as written before FLOP accounting
+    pd.read_csv(old).drop(columns="train_flops").to_csv(old, index=False)
+    assert main(["report", str(copy), "--x", "flops"]) == 2
+    assert "--x flops: trials mlp-w32-d2-bs16-ideal-s0 have no 'train_flops'" in capsys.readouterr().err
+    assert main(["report", str(copy), "--x", "steps"]) == 0  # the rest of the report does not need it
+
+
 def test_a_trial_still_running_is_reported_with_the_rows_it_has(study, tmp_path):
     import shutil
 

@@ -1,6 +1,6 @@
 """What TensorBoard shows of a study agrees with metrics.csv and summary.json: the event files read
 back with TensorBoard's reader, the run naming of a study's logdir, and a real `tensorboard` server's
-HTTP data API (runs, scalars, the HPARAMS tab's config and final metrics)."""
+HTTP data API (runs, scalars, the HPARAMS tab's config, final metrics and each trial's status)."""
 
 from __future__ import annotations
 
@@ -16,33 +16,40 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
 import yaml
 from conftest import TINY, free_port
 from tb_read import read_hparams, read_scalars
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
-from twoworlds.launch import config
+from twoworlds.launch import config, trial_state
 from twoworlds.launch.run import run_trial
-from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, metric_name
+from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, TRAIN_FLOPS, metric_name
 
 FINAL_TAGS = [f"final/{metric_name(s, k)}" for s in (TEST, TRAIN) for k in KINDS]  # every trial declares all
 SERVER_DEADLINE_S = 60  # start-up and first load of the logdir; a tiny study loads in a few seconds
+TRIALS = ("real", "ideal", "diverged")
+# The HPARAMS session status each trial's summary.json status must show as.
+SESSION_STATUS = {"real": "STATUS_SUCCESS", "ideal": "STATUS_SUCCESS", "diverged": "STATUS_FAILURE"}
+BLOWUP = ["optim.lr=1e6", "optim.momentum=0.99", "check_every=5", "name=blowup"]  # NaN within a few steps
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> dict[str, Path]:
-    """One tiny study, its Real World and Ideal World trials: {world: trial directory}."""
+    """One tiny study: its Real World and Ideal World trials, and a Real World trial that diverges:
+    {'real' | 'ideal' | 'diverged': trial directory}."""
     out = tmp_path_factory.mktemp("tb") / "runs"
     trials = {}
-    for world in ("real", "ideal"):
-        summary = run_trial(config.load(None, [*TINY, f"out_dir={out}", f"world={world}"]))
-        assert summary["status"] == "completed"
-        trials[world] = out / summary["study"] / summary["trial"]
+    for key, overrides, status in (("real", ["world=real"], "completed"), ("ideal", ["world=ideal"], "completed"),
+                                   ("diverged", ["world=real", *BLOWUP], "diverged")):
+        summary = run_trial(config.load(None, [*TINY, f"out_dir={out}", *overrides]))
+        assert summary["status"] == status
+        trials[key] = out / summary["study"] / summary["trial"]
     return trials
 
 
 def logged_columns(csv: pd.DataFrame) -> list[str]:
     """The metrics.csv columns EvaluationCallback also logs to TensorBoard."""
-    return [c for c in csv.columns if "/" in c or c == "lr"]
+    return [c for c in csv.columns if "/" in c or c in ("lr", TRAIN_FLOPS)]
 
 
 def f32(values) -> np.ndarray:
@@ -51,16 +58,26 @@ def f32(values) -> np.ndarray:
 
 
 def tensorboard_value(value):
-    """A config value as it comes back from the hparams plugin (see launch.run and torch's hparams())."""
-    if value is None or isinstance(value, list):
-        return str(value)
-    return float(value) if isinstance(value, bool | int | float) else value
+    """A config value as it comes back from the hparams plugin (see launch/tensorboard_log.py):
+    bools as bools, numbers as floats, None and lists as text."""
+    if isinstance(value, bool | str):
+        return value
+    return float(value) if isinstance(value, int | float) else str(value)
 
 
 def expected_hparams(trial: Path) -> dict:
+    """The config, then summary.json's status and FLOPs per sample."""
     cfg = yaml.safe_load((trial / "config.yaml").read_text())
     cfg.pop("provenance")
+    summary = json.loads((trial / "summary.json").read_text())
+    cfg.update(status=summary["status"], flops_per_sample=summary["flops_per_sample"])
     return {k: tensorboard_value(v) for k, v in config.flatten(cfg).items()}
+
+
+def same_values(got: dict, expected: dict) -> None:
+    """Equal, and of the same type: True == 1.0 in Python, but a bool must come back as a bool."""
+    assert got == expected
+    assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in expected.items()}
 
 
 def expected_finals(trial: Path) -> dict[str, float]:
@@ -71,21 +88,25 @@ def expected_finals(trial: Path) -> dict[str, float]:
 # ---- event files --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("world", ["real", "ideal"])
-def test_event_files_hold_every_logged_metrics_csv_column_step_for_step(study, world):
-    csv = pd.read_csv(study[world] / "metrics.csv")
-    scalars = read_scalars(study[world])
+@pytest.mark.parametrize("key", TRIALS)
+def test_event_files_hold_every_logged_metrics_csv_column_step_for_step(study, key):
+    csv = pd.read_csv(study[key] / "metrics.csv")
+    scalars = read_scalars(study[key])
+    assert TRAIN_FLOPS in logged_columns(csv)
     assert set(scalars.tag) == set(logged_columns(csv)) | set(FINAL_TAGS)
     for tag in logged_columns(csv):
         points = scalars[scalars.tag == tag]
         assert points.step.tolist() == csv.step.tolist(), tag
         np.testing.assert_array_equal(f32(points.value), f32(csv[tag]), err_msg=tag)
+    final = scalars[scalars.tag.str.startswith("final/")]
+    assert final.step.tolist() == [csv.step.iloc[-1]] * len(FINAL_TAGS)  # at the last step, not at 0
 
 
-def test_trials_of_a_study_share_one_logdir_with_trial_names_as_run_names(study):
+def test_trials_of_a_study_share_one_logdir_with_one_events_file_each(study):
     study_dir = {trial.parent for trial in study.values()}.pop()
     assert {trial.parent for trial in study.values()} == {study_dir}
-    assert {p.parent for p in study_dir.rglob("events.out.tfevents.*")} == set(study.values())
+    files = sorted(p.parent.name for p in study_dir.rglob("events.out.tfevents.*"))
+    assert files == sorted(trial.name for trial in study.values())  # one each: curves, hparams, finals together
     mux = EventMultiplexer().AddRunsFromDirectory(str(study_dir))  # TensorBoard's own run discovery
     assert set(mux.Runs()) == {trial.name for trial in study.values()}
 
@@ -93,10 +114,44 @@ def test_trials_of_a_study_share_one_logdir_with_trial_names_as_run_names(study)
 def test_hparams_hold_each_trials_config_and_final_metrics_declared_alike(study):
     for trial in study.values():
         hp = read_hparams(trial)
-        assert hp["hparams"] == expected_hparams(trial)
+        same_values(hp["hparams"], expected_hparams(trial))
+        assert hp["hparams"]["optim.nesterov"] is False and hp["hparams"]["optim.milestones"] == "[0.5, 0.75]"
         assert list(hp["metrics"]) == FINAL_TAGS  # same columns whichever trial TensorBoard reads them from
         np.testing.assert_array_equal(f32(hp["metrics"].values()), f32(expected_finals(trial).values()))
     assert np.isnan(read_hparams(study["ideal"])["metrics"][f"final/{metric_name(TRAIN, SOFT_ERROR)}"])
+    assert read_hparams(study["diverged"])["hparams"]["status"] == "diverged"
+    assert {key: read_hparams(trial)["status"] for key, trial in study.items()} == SESSION_STATUS
+
+
+class Crash(pl.Callback):
+    """A real exception from inside `fit`, after some rows are logged."""
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == 6:
+            raise RuntimeError("injected crash at step 6")
+
+
+def test_a_failed_trial_shows_failure_and_its_retry_success_in_one_events_file(make_cfg):
+    cfg = make_cfg("name=crash")
+    with pytest.raises(RuntimeError, match="injected crash"):  # checkpoints at each evaluation, as in a sweep
+        run_trial(cfg, extra_callbacks=[Crash()], report=trial_state.checkpointing_reporter(cfg, lambda row: None))
+    trial = Path(cfg.out_dir) / cfg.study / "crash"
+    assert len(list(trial.glob("events.out.tfevents.*"))) == 1
+    hp = read_hparams(trial)
+    assert (hp["status"], hp["hparams"]["status"]) == ("STATUS_FAILURE", "failed")
+    last = pd.read_csv(trial / "metrics.csv").step.iloc[-1]
+    assert last <= 6 and set(read_scalars(trial).query("tag.str.startswith('final/')").step) == {last}
+    # Retried from its last checkpoint (as a sweep does): still one events file, now the retry's,
+    # with the kept rows and the rest, and the session status of the attempt that finished.
+    summary = run_trial(cfg, ckpt_path=trial_state.resume_checkpoint(cfg))
+    assert summary["status"] == "completed" and 0 < summary["resumed_from_step"] < 6
+    assert len(list(trial.glob("events.out.tfevents.*"))) == 1
+    assert read_hparams(trial)["status"] == "STATUS_SUCCESS"
+    csv, scalars = pd.read_csv(trial / "metrics.csv"), read_scalars(trial)
+    for tag in logged_columns(csv):
+        points = scalars[scalars.tag == tag]
+        assert points.step.tolist() == csv.step.tolist(), tag
+        np.testing.assert_array_equal(f32(points.value), f32(csv[tag]), err_msg=tag)
 
 
 # ---- a real TensorBoard server ------------------------------------------------------------------
@@ -168,17 +223,17 @@ def test_server_lists_each_trial_as_a_run(server, study):
     assert sorted(server.get("/data/runs")) == sorted(trial.name for trial in study.values())
 
 
-@pytest.mark.parametrize("world", ["real", "ideal"])
-def test_server_serves_the_metrics_csv_curves(server, study, world):
-    csv = pd.read_csv(study[world] / "metrics.csv")
+@pytest.mark.parametrize("key", TRIALS)
+def test_server_serves_the_metrics_csv_curves(server, study, key):
+    csv = pd.read_csv(study[key] / "metrics.csv")
     assert metric_name(TEST, SOFT_ERROR) in logged_columns(csv)
     for tag in logged_columns(csv):
-        points = server.get("/data/plugin/scalars/scalars", run=study[world].name, tag=tag)  # [wall, step, value]
+        points = server.get("/data/plugin/scalars/scalars", run=study[key].name, tag=tag)  # [wall, step, value]
         assert [step for _, step, _ in points] == csv.step.tolist(), tag
         np.testing.assert_array_equal(f32(v for _, _, v in points), f32(csv[tag]), err_msg=tag)
 
 
-def test_server_hparams_tab_shows_each_trials_config_with_its_final_metrics(server, study):
+def test_server_hparams_tab_shows_each_trials_config_final_metrics_and_status(server, study):
     experiment = server.post("/data/plugin/hparams/experiment", {"experimentName": ""})
     assert [m["name"]["tag"] for m in experiment["metricInfos"]] == FINAL_TAGS
     assert {h["name"] for h in experiment["hparamInfos"]} == set(expected_hparams(study["real"]))
@@ -187,10 +242,13 @@ def test_server_hparams_tab_shows_each_trials_config_with_its_final_metrics(serv
         "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
     by_trial = {g["sessions"][0]["name"]: g for g in groups["sessionGroups"]}
     assert set(by_trial) == {trial.name for trial in study.values()}
-    for world, trial in study.items():
+    for key, trial in study.items():
         group = by_trial[trial.name]
-        assert group["hparams"]["world"] == world
-        assert group["hparams"] == expected_hparams(trial)
+        same_values(group["hparams"], expected_hparams(trial))
+        assert group["sessions"][0]["status"] == SESSION_STATUS[key], key
         values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}  # NaN comes as "NaN"
         assert list(values) == FINAL_TAGS
-        np.testing.assert_array_equal(f32(values.values()), f32(expected_finals(trial).values()), err_msg=world)
+        np.testing.assert_array_equal(f32(values.values()), f32(expected_finals(trial).values()), err_msg=key)
+    failed = server.post("/data/plugin/hparams/session_groups", {
+        "experimentName": "", "startIndex": 0, "sliceSize": 100, "allowedStatuses": ["STATUS_FAILURE"]})
+    assert [g["name"] for g in failed["sessionGroups"]] == [study["diverged"].name]  # the tab's status filter

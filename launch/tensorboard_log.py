@@ -1,0 +1,119 @@
+"""A trial's TensorBoard events: one file per trial holding the curves, then the final metrics at
+the last step and the HPARAMS session (config, FLOPs per sample, the trial's real status).
+
+Lightning's TensorBoardLogger closes its writer when `fit` ends and torch's `hparams()` hard-codes
+the end status SUCCESS, so writing the hparams after `fit` gave every trial a second events file
+and showed diverged and failed trials as successful. TrialLogger keeps the writer open past `fit`;
+`write_trial_end` writes the end of the trial into the same file and closes it. A retried or
+resumed trial starts with `start_trial_log`, which replaces the earlier attempts' files (TensorBoard
+shows the first HPARAMS session it reads in a run: a failed attempt's would hide the final status).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+from twoworlds.launch.callbacks import tensorboard_scalars
+from twoworlds.launch.config import flatten, to_plain
+from twoworlds.lightning_modules.metrics import KINDS, TRAIN, final_name, metric_name
+
+# summary.json status -> the HPARAMS tab's session status; anything else is STATUS_UNKNOWN.
+STATUS = {"completed": api_pb2.STATUS_SUCCESS, "diverged": api_pb2.STATUS_FAILURE,
+          "failed": api_pb2.STATUS_FAILURE, "interrupted": api_pb2.STATUS_FAILURE,
+          "running": api_pb2.STATUS_RUNNING}
+_TRIAL_KEYS = ("status", "flops_per_sample")  # from summary.json, shown beside the config
+
+
+class TrialLogger(TensorBoardLogger):
+    """TensorBoardLogger whose writer outlives `fit` (Lightning's end-of-fit finalize only
+    flushes); `close` ends the events file."""
+
+    def finalize(self, status: str) -> None:
+        if self._experiment is not None:
+            self._experiment.flush()
+
+    def close(self) -> None:
+        if self._experiment is not None:
+            self._experiment.close()
+
+
+def start_trial_log(logger: TrialLogger, metrics_csv: Path) -> None:
+    """Open this attempt's events file with the rows metrics.csv kept from earlier attempts (the rows
+    up to the checkpoint a resumed trial continues from; none for a fresh start), then delete the
+    earlier attempts' events files: one file per trial, holding what metrics.csv holds. Global-zero
+    rank only; call after the recorder has opened metrics.csv."""
+    earlier = set(Path(logger.log_dir).glob("events.out.tfevents.*"))
+    writer = logger.experiment  # creates this attempt's file
+    with metrics_csv.open() as f:
+        for row in csv.DictReader(f):
+            scalars = {k: float(v) for k, v in tensorboard_scalars(row).items() if v != ""}
+            logger.log_metrics(scalars, step=int(row["step"]))
+    writer.flush()
+    for path in earlier:
+        path.unlink()
+
+
+def write_trial_end(logger: TrialLogger, cfg: DictConfig, summary: dict, splits: list[str], last_row: dict) -> None:
+    """Final metrics at the trial's last evaluated step (its last step when it has none), then the
+    hparams session with the trial's status; closes the events file. Global-zero rank only."""
+    step = int(last_row.get("step", summary.get("steps_done", 0)))
+    final = final_metrics(summary.get("final") or {}, splits)
+    logger.log_metrics(final, step=step)
+    hparams = {**flatten(to_plain(cfg)), **{k: summary.get(k) for k in _TRIAL_KEYS}}
+    hparams = {k: _hparam_value(v) for k, v in hparams.items()}
+    now = time.time()
+    writer = logger.experiment._get_file_writer()
+    for part in (_experiment(hparams, list(final)), _session_start(hparams, now - summary.get("wall_time", 0.0)),
+                 _session_end(summary["status"], now)):
+        writer.add_summary(part, step)
+    logger.close()
+
+
+def final_metrics(final: dict, splits: list[str]) -> dict[str, float]:
+    """The HPARAMS tab's metrics: 'final/<split>/<kind>' for every split a trial of this source can
+    have, NaN where this trial has none (the Ideal World has no train set; a run that failed before
+    its first evaluation has nothing). Every trial must declare the same metrics: TensorBoard takes
+    the metric columns of the whole logdir from one trial's hparams summary, picked arbitrarily."""
+    splits = splits if TRAIN in splits else [*splits, TRAIN]
+    return {final_name(metric_name(s, k)): final.get(metric_name(s, k), float("nan")) for s in splits for k in KINDS}
+
+
+def _hparam_value(v) -> bool | float | str:
+    """bool, number or string: the three kinds an hparam can hold. Lists arrive as their text
+    ('[0.5, 0.75]', from config.flatten), None as 'None'."""
+    if isinstance(v, bool | str):
+        return v
+    return float(v) if isinstance(v, int | float) else str(v)
+
+
+_TYPES = {bool: api_pb2.DATA_TYPE_BOOL, float: api_pb2.DATA_TYPE_FLOAT64, str: api_pb2.DATA_TYPE_STRING}
+_FIELDS = {bool: "bool_value", float: "number_value", str: "string_value"}
+
+
+def _summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> Summary:
+    return Summary(value=[Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(data))])
+
+
+def _experiment(hparams: dict, metric_tags: list[str]) -> Summary:
+    infos = [api_pb2.HParamInfo(name=k, type=_TYPES[type(v)]) for k, v in hparams.items()]
+    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in metric_tags]
+    experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)
+    return _summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment))
+
+
+def _session_start(hparams: dict, start_time: float) -> Summary:
+    info = plugin_data_pb2.SessionStartInfo(start_time_secs=start_time)
+    for k, v in hparams.items():
+        setattr(info.hparams[k], _FIELDS[type(v)], v)
+    return _summary(metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=info))
+
+
+def _session_end(status: str, end_time: float) -> Summary:
+    info = plugin_data_pb2.SessionEndInfo(status=STATUS.get(status, api_pb2.STATUS_UNKNOWN), end_time_secs=end_time)
+    return _summary(metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=info))
