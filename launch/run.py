@@ -23,7 +23,12 @@ from twoworlds.launch import trial_state
 from twoworlds.launch.callbacks import ROW_FIELDS, EvaluationCallback
 from twoworlds.launch.config import ConfigError, check_name, config_hash, pair_key, trial_name
 from twoworlds.launch.recorder import RunRecorder, last_row, provenance
-from twoworlds.launch.tensorboard_log import TrialLogger, start_trial_log, write_trial_end
+from twoworlds.launch.tensorboard_log import (
+    TrialLogger,
+    earlier_event_files,
+    start_trial_log,
+    write_trial_end,
+)
 from twoworlds.lightning_modules.classification import ClassificationModule
 from twoworlds.lightning_modules.flops import training_flops_per_sample
 from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, metric_name
@@ -115,6 +120,7 @@ class _TrialEvents(pl.Callback):
 
     def __init__(self, recorder: RunRecorder, columns: list[str]):
         self.recorder, self.columns = recorder, columns
+        self.earlier_logs = earlier_event_files(recorder.run_dir)  # before Lightning opens this attempt's file
         self.resumed_from_step, self.interrupted, self.log_started = 0, False, False
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
@@ -123,7 +129,7 @@ class _TrialEvents(pl.Callback):
     def on_train_start(self, trainer, pl_module) -> None:  # not called when the checkpoint is at the last step
         self.recorder.start_metrics(self.columns, keep_until_step=self.resumed_from_step)
         if trainer.is_global_zero:  # this attempt's events file, holding the rows metrics.csv kept
-            start_trial_log(trainer.logger, self.recorder.metrics_path)
+            start_trial_log(trainer.logger, self.recorder.metrics_path, self.earlier_logs)
             self.log_started = True
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
@@ -183,7 +189,7 @@ def train(p: Prepared, *, strategy="auto", plugins=None, extra_callbacks=(), rep
         _write_summary(summary, p, trainer, evaluator, time.perf_counter() - start, collective)
         if is_zero:
             if not events.log_started:  # resumed at its last step: no training, so no on_train_start
-                start_trial_log(logger, recorder.metrics_path)
+                start_trial_log(logger, recorder.metrics_path, events.earlier_logs)
             write_trial_end(logger, cfg, summary, p.dm.eval_split_names(), evaluator.last_row)
     summary["rows"] = evaluator.recorder.rows
     return summary

@@ -43,12 +43,17 @@ class TrialLogger(TensorBoardLogger):
             self._experiment.close()
 
 
-def start_trial_log(logger: TrialLogger, metrics_csv: Path) -> None:
+def earlier_event_files(run_dir: Path) -> set[Path]:
+    """The events files already in a trial directory: earlier attempts', to be replaced by this one's.
+    Taken before the Trainer exists (Lightning opens this attempt's file when `fit` starts)."""
+    return set(Path(run_dir).glob("events.out.tfevents.*"))
+
+
+def start_trial_log(logger: TrialLogger, metrics_csv: Path, earlier: set[Path]) -> None:
     """Open this attempt's events file with the rows metrics.csv kept from earlier attempts (the rows
     up to the checkpoint a resumed trial continues from; none for a fresh start), then delete the
     earlier attempts' events files: one file per trial, holding what metrics.csv holds. Global-zero
-    rank only; call after the recorder has opened metrics.csv."""
-    earlier = set(Path(logger.log_dir).glob("events.out.tfevents.*"))
+    rank only; call after the recorder has opened metrics.csv. `earlier`: from earlier_event_files."""
     writer = logger.experiment  # creates this attempt's file
     with metrics_csv.open() as f:
         for row in csv.DictReader(f):

@@ -134,7 +134,8 @@ class Crash(pl.Callback):
 def test_a_failed_trial_shows_failure_and_its_retry_success_in_one_events_file(make_cfg):
     cfg = make_cfg("name=crash")
     with pytest.raises(RuntimeError, match="injected crash"):  # checkpoints at each evaluation, as in a sweep
-        run_trial(cfg, extra_callbacks=[Crash()], report=trial_state.checkpointing_reporter(cfg, lambda row: None))
+        run_trial(cfg, extra_callbacks=[Crash()],
+                  report=trial_state.checkpointing_reporter(cfg, lambda row: None, run_id="sweep-1"))
     trial = Path(cfg.out_dir) / cfg.study / "crash"
     assert len(list(trial.glob("events.out.tfevents.*"))) == 1
     hp = read_hparams(trial)
@@ -143,7 +144,7 @@ def test_a_failed_trial_shows_failure_and_its_retry_success_in_one_events_file(m
     assert last <= 6 and set(read_scalars(trial).query("tag.str.startswith('final/')").step) == {last}
     # Retried from its last checkpoint (as a sweep does): still one events file, now the retry's,
     # with the kept rows and the rest, and the session status of the attempt that finished.
-    summary = run_trial(cfg, ckpt_path=trial_state.resume_checkpoint(cfg))
+    summary = run_trial(cfg, ckpt_path=trial_state.resume_checkpoint(cfg, "sweep-1"))
     assert summary["status"] == "completed" and 0 < summary["resumed_from_step"] < 6
     assert len(list(trial.glob("events.out.tfevents.*"))) == 1
     assert read_hparams(trial)["status"] == "STATUS_SUCCESS"
