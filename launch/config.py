@@ -26,6 +26,7 @@ from twoworlds.lightning_modules.registry import did_you_mean
 from twoworlds.results.records import (
     BOOKKEEPING_KEYS,
     flatten,  # noqa: F401  (re-exported: config.flatten, as tests/test_tensorboard.py reads it)
+    yaml_problem,
 )
 
 
@@ -172,13 +173,6 @@ def read_yaml(path: Path) -> DictConfig:
     if not isinstance(doc, DictConfig):
         raise ConfigError(f"{path} must hold a mapping of config keys to values (key: value lines)")
     return doc
-
-
-def yaml_problem(e: yaml.YAMLError) -> str:
-    """PyYAML's multi-line message as one line: what is wrong, and where."""
-    mark = getattr(e, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"{getattr(e, 'problem', None) or str(e).splitlines()[0]}{where}"
 
 
 def check_name(key: str, value: str) -> None:

@@ -28,7 +28,7 @@ from twoworlds.launch import config, trial_state
 from twoworlds.launch.config import ConfigError
 from twoworlds.lightning_modules.registry import did_you_mean
 from twoworlds.results.claim_spec import ClaimError, validate_claims
-from twoworlds.results.records import MANIFEST, atomic_write_text
+from twoworlds.results.records import MANIFEST, atomic_write_text, yaml_problem
 
 TOP_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "resources", "max_failures", "claims", "smoke")
 RESOURCE_KEYS = ("cpu", "gpu", "workers")
@@ -179,7 +179,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (), sm
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {config.yaml_problem(e)}") from None
+        raise ConfigError(f"{path} is not valid YAML: {yaml_problem(e)}") from None
     where = f"in {path}"
     _check_keys(doc, TOP_KEYS, where)
     if not doc.get("name"):

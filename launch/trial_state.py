@@ -20,12 +20,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
 from omegaconf import DictConfig
 from twoworlds.launch import config
 from twoworlds.launch.config import ConfigError
 from twoworlds.launch.recorder import RunRecorder, last_row
-from twoworlds.results.records import atomic_write
+from twoworlds.results.records import atomic_write, read_config_file
 
 CKPT_FILE = "last.ckpt"
 OWNER_FILE = "last.ckpt.owner"
@@ -43,13 +42,9 @@ def stored_config(cfg: DictConfig) -> dict | None:
     if not path.exists():
         return None
     try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML ({config.yaml_problem(e)}); delete that trial "
-                          "directory to re-run it") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path} holds no config mapping; delete that trial directory to re-run it")
-    return doc
+        return read_config_file(path)
+    except ValueError as e:
+        raise ConfigError(f"{e}; delete that trial directory to re-run it") from None
 
 
 def same_config(cfg: DictConfig) -> bool:

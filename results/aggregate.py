@@ -18,9 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from twoworlds.lightning_modules.metrics import final_name
-from twoworlds.results.records import BOOKKEEPING_KEYS, MANIFEST, atomic_write, flatten, read_rows
+from twoworlds.results.records import (
+    BOOKKEEPING_KEYS,
+    MANIFEST,
+    atomic_write,
+    flatten,
+    read_config_file,
+    read_rows,
+)
 
 # Trial-level columns kept from summary.json.
 _SUMMARY_KEYS = ("status", "pair_key", "steps_done", "samples_seen", "distinct_samples_seen", "num_parameters", "num_classes",
@@ -65,13 +71,9 @@ def _read_trial(path: Path) -> tuple[dict, pd.DataFrame, dict]:
 
 def _read_config(path: Path) -> dict:
     try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise StudyError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix or delete that trial "
-                         "directory") from None
-    if not isinstance(doc, dict):
-        raise StudyError(f"{path} holds no config mapping; fix or delete that trial directory")
-    return doc
+        return read_config_file(path)
+    except ValueError as e:
+        raise StudyError(f"{e}; fix or delete that trial directory") from None
 
 
 def _read_json(path: Path) -> dict:

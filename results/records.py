@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
 # Written by `twoworlds sweep` beside the trials: the sweep file, its overrides and the expected trial names.
 MANIFEST = "sweep.json"
 
@@ -80,3 +82,22 @@ def last_row(path: Path) -> dict[str, float]:
         return {}
     header, rows = read_rows(path)
     return {k: float(v) for k, v in zip(header, rows[-1], strict=True) if v != ""} if rows else {}
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: what is wrong, and where."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(e, 'problem', None) or str(e).splitlines()[0]}{where}"
+
+
+def read_config_file(path: Path) -> dict:
+    """A trial's config.yaml as a mapping; ValueError naming the file when it is not valid YAML or
+    holds no mapping (callers phrase the way out: launch refuses the run, the report the study)."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML ({yaml_problem(e)})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} holds no config mapping")
+    return doc
