@@ -112,12 +112,13 @@ def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smok
     if dry_run:
         print(sweep.table())
         return 0
-    from twoworlds.launch.sweep import run_sweep
+    from twoworlds.launch.sweep import connect, run_sweep
     from twoworlds.results.summary import collect, format_summary
+    local = connect(sweep, address, num_cpus)  # no cluster, or trials no node can hold: one line, nothing written
     print(f"[sweep {sweep.name}] {len(sweep.trials)} trials; outputs in {sweep.study_dir}", flush=True)
     sweep.write_manifest(overrides, smoke)
     try:
-        run_sweep(sweep, address=address, resume=resume, num_cpus=num_cpus)
+        run_sweep(sweep, resume=resume, local=local)
     finally:  # an interrupted sweep still prints the summary of the rows already written
         trials = collect(sweep.study_dir, [t.name for t in sweep.trials])
         print()
