@@ -36,6 +36,12 @@ from twoworlds.launch.sweep_spec import Sweep  # noqa: E402
 from twoworlds.lightning_modules.metrics import SOFT_ERROR, TEST, metric_name  # noqa: E402
 
 TUNE_DIR = "_tune"
+# Every Ray process of a sweep gets these (the user's environment wins). Tune waits 2 s for a finished function
+# trial's thread before reusing its actor; a loaded machine misses that, and the trial then never starts.
+# Ray Train's controller polls its workers every 2 s, at each start-up step and at the end of a DDP trial.
+TRIAL_ENV = {k: os.environ.get(k, v) for k, v in {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "60",
+                                                  "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}.items()}
+DDP_TRIAL_CPU = 0.01  # the Tune trial that starts a TorchTrainer only waits on it
 FAULT_ENV = "TWOWORLDS_INJECT_FAILURE"  # "<trial name>:<step>": raise once at that step (tests)
 
 
@@ -165,14 +171,15 @@ def init_ray(address: str | None, sweep: Sweep, num_cpus: int | None = None) -> 
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")
-    env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("TWOWORLDS_") or k == "PYTHONPATH"}}
+    env = {"env_vars": {**TRIAL_ENV, **{k: v for k, v in os.environ.items()
+                                        if k.startswith("TWOWORLDS_") or k == "PYTHONPATH"}}}
     repo = str(Path(__file__).resolve().parent.parent)
     env["env_vars"]["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, env["env_vars"].get("PYTHONPATH")]))
     if address:
         join_cluster(address, env)
         return False
     r = sweep.resources
-    need = r.workers * r.cpu + (0.01 if r.workers > 1 else 0)
+    need = r.workers * r.cpu + (DDP_TRIAL_CPU if r.workers > 1 else 0)
     cores = os.cpu_count() or 1
     cpus = num_cpus or max(cores, int(need + 0.999) + (1 if r.workers > 1 else 0))
     if num_cpus is None and r.workers * r.cpu > cores:
@@ -183,9 +190,22 @@ def init_ray(address: str | None, sweep: Sweep, num_cpus: int | None = None) -> 
     # DDP trials need the dashboard's state API: without it Ray Train's placement-group cleaner
     # cannot see that a finished TorchTrainer is done, its CPUs are never released, and the next
     # DDP trial waits forever for workers. Function trials start faster without it.
-    ray.init(num_cpus=cpus, include_dashboard=r.workers > 1, dashboard_host="127.0.0.1", runtime_env=env,
-             log_to_driver=True, configure_logging=False)
+    dashboard_port = _free_loopback_port() if r.workers > 1 else None
+    env["env_vars"].setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # one process less per DDP trial;
+    # a local instance has no node that can be preempted
+    if dashboard_port:  # the cleaner finds the state API at "auto", which fails as soon as a second Ray instance
+        # runs on this machine (another sweep, a `ray start`): the cleaner dies and later DDP trials time out
+        # waiting for CPUs. Name our own API server to every process of the instance instead.
+        env["env_vars"]["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{dashboard_port}"
+    ray.init(num_cpus=cpus, include_dashboard=r.workers > 1, dashboard_host="127.0.0.1", dashboard_port=dashboard_port,
+             runtime_env=env, log_to_driver=True, configure_logging=False)
     return True
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def loopback_only_with_token() -> None:
@@ -260,7 +280,7 @@ def trainable_for(sweep: Sweep):
     r = sweep.resources
     if r.workers > 1:
         from twoworlds.launch.ddp import ddp_trial_fn
-        return tune.with_resources(ddp_trial_fn, {"CPU": 0.01})
+        return tune.with_resources(ddp_trial_fn, {"CPU": DDP_TRIAL_CPU})
     return tune.with_resources(trial_fn, {"CPU": r.cpu, "GPU": r.gpu})
 
 
@@ -268,7 +288,7 @@ def concurrent_trials(sweep: Sweep) -> int:
     """How many trials fit the (local, fixed-size) instance at once. Tune would otherwise start DDP trials whose
     TorchTrainer then waits for workers that cannot be placed (and counts them as running)."""
     r, total = sweep.resources, ray.cluster_resources()
-    fits = [total.get("CPU", 0) // (r.workers * r.cpu)]
+    fits = [total.get("CPU", 0) // (r.workers * r.cpu + (DDP_TRIAL_CPU if r.workers > 1 else 0))]
     if r.gpu:
         fits.append(total.get("GPU", 0) // (r.workers * r.gpu))
     return max(1, int(min(fits)))
@@ -306,7 +326,9 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, resume: bool = False,
             failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
             # result.json/progress.csv for Tune's own bookkeeping; no TensorBoard copy (see above)
             callbacks=[SweepProgress(sweep), JsonLoggerCallback(), CSVLoggerCallback()], verbose=0)
-        tune_config = tune.TuneConfig(reuse_actors=True, trial_name_creator=_name, trial_dirname_creator=_name,
+        # reused actors spare function trials their imports; a DDP trial's actor only waits on its TorchTrainer
+        tune_config = tune.TuneConfig(reuse_actors=sweep.resources.workers == 1, trial_name_creator=_name,
+                                      trial_dirname_creator=_name,
                                       # a cluster may autoscale: only a local instance is fixed in size
                                       max_concurrent_trials=concurrent_trials(sweep) if local else None)
         tuner = tune.Tuner(trainable, param_space=param_space(sweep, out_dir), tune_config=tune_config,
