@@ -125,14 +125,15 @@ def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smok
         overrides = resume_overrides(sweep, overrides, smoke)
         sweep = load_sweep(path, overrides, smoke=smoke)
     trial_state.refuse_conflicts([t.cfg for t in sweep.trials])  # every trial directory, before Ray starts
-    from twoworlds.launch.sweep import run_sweep
+    from twoworlds.launch.sweep import connect, run_sweep
     from twoworlds.results.summary import collect, format_summary
+    local = connect(sweep, address, num_cpus)  # no cluster, or trials no node can hold: one line, nothing written
     print(f"[sweep {sweep.name}] {len(sweep.trials)} trials; outputs in {sweep.study_dir}", flush=True)
     if not resume:
         sweep.write_manifest(overrides, smoke)
     interrupted = False
     try:
-        run_sweep(sweep, address=address, resume=resume, num_cpus=num_cpus)
+        run_sweep(sweep, resume=resume, local=local)
     except KeyboardInterrupt:
         interrupted = True
     finally:  # an interrupted sweep still prints the summary of the rows already written
