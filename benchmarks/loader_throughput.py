@@ -16,13 +16,13 @@ the DataLoader.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from cli_args import arguments
 from twoworlds.datamodules import DataConfig, build_source
 from twoworlds.datamodules.datamodule import TensorBatches, WorldDataModule
 from twoworlds.datamodules.worlds import WorldPlan
@@ -64,12 +64,8 @@ def rate(batches, count: int, batch_size: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=20000)
-    parser.add_argument("--batches", type=int, default=150)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader / FFCV worker processes")
-    args = parser.parse_args()
+    args = arguments(__doc__, images=(int, 20000, ""), batches=(int, 150, ""), batch_size=(int, 128, ""),
+                     workers=(int, 2, "DataLoader / FFCV worker processes"))
     tmp = Path(tempfile.mkdtemp(prefix="loader_throughput_"))
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (args.images, 32, 32, 3), dtype=np.uint8)

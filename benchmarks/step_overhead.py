@@ -13,13 +13,13 @@ Target: ratio <= 1.25 on CPU.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from cli_args import arguments
 from twoworlds.launch import config
 from twoworlds.launch.run import build, run_trial
 
@@ -65,12 +65,8 @@ def plain_seconds(cfg) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    args = parser.parse_args()
+    args = arguments(__doc__, steps=(int, 1500, ""), batch_size=(int, 128, ""), repeats=(int, 3, ""),
+                     threads=(int, 0, "torch threads (0: torch's default)"))
     if args.threads:
         torch.set_num_threads(args.threads)
     out = tempfile.mkdtemp(prefix="step_overhead_")
