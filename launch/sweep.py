@@ -213,13 +213,18 @@ def loopback_only_with_token() -> None:
     """A local instance serves this sweep alone: token auth on whatever Ray's default or the environment says,
     and every Ray server (GCS, raylet, workers, agents, dashboard) bound to 127.0.0.1, not to all interfaces.
     Ray reads both switches when it is imported, so the values it cached are refreshed here too."""
-    from ray._private import ray_constants
-    from ray._private.authentication.authentication_token_setup import _enable_token_auth
-
-    # Ray's own switch for "this node is 127.0.0.1" (its macOS/Windows default); child processes inherit it
+    # Ray's own switch for "this node is 127.0.0.1" (its macOS/Windows default), and its token mode; child
+    # processes inherit both from the environment
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:  # this process read both when it imported ray: refresh what it cached (Ray 2.60's internals)
+        from ray._private import ray_constants
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+    except ImportError as e:  # another Ray: refuse rather than start an instance that may listen openly
+        raise ConfigError(f"this Ray ({ray.__version__}) lacks what twoworlds uses to keep a local instance on "
+                          f"127.0.0.1 with token auth ({e}); install ray 2.60") from None
     ray_constants.ENABLE_RAY_CLUSTER = False
-    _enable_token_auth()  # RAY_AUTH_MODE=token; ray.init then creates ~/.ray/auth_token if there is none
+    _enable_token_auth()  # ray.init then creates ~/.ray/auth_token if there is none
 
 
 def join_cluster(address: str, runtime_env: dict) -> None:
