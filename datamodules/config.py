@@ -16,6 +16,11 @@ AUGMENT_LEVELS = (0, 1, 2, 3)  # image sources: none, flip, pad-4 crop + flip, r
 PIXELS = ("none", "shuffled", "random", "gaussian")  # input corruptions (corruptions.py)
 
 
+
+class DataError(ValueError):
+    """The data a run reads is not what it should be (e.g. a cache that served other samples than the
+    plan's): the run stops, and the CLI says so in one line (exit 2), like a configuration error."""
+
 @dataclass
 class DataConfig:
     """Source parameters. `seed` fixes the pool's *content*; the run seed (order, init) is separate."""

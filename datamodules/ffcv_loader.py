@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from twoworlds.datamodules.config import DataError
 from twoworlds.datamodules.ffcv_cache import discard, file_digest, locked, problem, seal
 from twoworlds.datamodules.worlds import rank_slice
 
@@ -59,7 +60,7 @@ LARGE_POOL = 100_000  # print writing progress (every ~10%) for pools at least t
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-class CacheError(ValueError):
+class CacheError(DataError):
     """The .beton served something other than the plan's samples."""
 
 

@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from twoworlds.datamodules.config import DataError
 from twoworlds.launch.config import ConfigError
 
 DEMO_SWEEP = "quickstart"  # a shipped study (sweeps/quickstart.yaml, package data in a wheel)
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
               "a single run keeps no checkpoint, so running the same command again starts it from step 0",
               file=sys.stderr)
         return 130
-    except ConfigError as e:
+    except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

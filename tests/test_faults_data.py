@@ -133,26 +133,30 @@ def test_a_changed_source_row_gets_its_own_beton(tmp_path, c5m, capsys):
     assert part1["mtime_ns"] == (data / "part1.npz").stat().st_mtime_ns
 
 
-def test_wrong_ids_stop_the_run_and_the_file_is_not_trusted_again(tmp_path, c5m, capsys):
-    pytest.importorskip("ffcv")
+def _rewrite_id(path, row: int, new_id: int) -> None:
+    """Silent corruption the size/mtime stamp cannot see: rewrite one row's id in the .beton's metadata
+    table (field 2 = "id"), then put the mtime back."""
     from ffcv.reader import Reader
     from ffcv.types import HeaderType
+    reader = Reader(str(path))
+    offset = HeaderType.itemsize + reader.field_descriptors.nbytes
+    st = path.stat()
+    table = np.memmap(path, dtype=reader.metadata_type, mode="r+", offset=offset, shape=(reader.num_samples,))
+    assert table["f2"][row] == row
+    table["f2"][row] = new_id
+    table.flush()
+    del table
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_wrong_ids_stop_the_run_and_the_file_is_not_trusted_again(tmp_path, c5m, capsys):
+    pytest.importorskip("ffcv")
     from twoworlds.datamodules.ffcv_loader import CacheError, write_pool_beton
     source = _cifar5m(c5m)
     path = write_pool_beton(source, tmp_path)
     plan = WorldPlan.for_source(source, "ideal", n=64, steps=15, batch_size=32, seed=1)
     victim = int(plan.ideal_batch(2, plan.ideal_ids())[5])  # the 6th sample of step 2
-    # Silent corruption the size/mtime stamp cannot see: rewrite that row's id in the metadata table
-    # (field 2 = "id"), then put the mtime back.
-    reader = Reader(str(path))
-    offset = HeaderType.itemsize + reader.field_descriptors.nbytes
-    st = path.stat()
-    table = np.memmap(path, dtype=reader.metadata_type, mode="r+", offset=offset, shape=(reader.num_samples,))
-    assert table["f2"][victim] == victim
-    table["f2"][victim] = (victim + 1) % POOL
-    table.flush()
-    del table
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    _rewrite_id(path, victim, (victim + 1) % POOL)
     assert write_pool_beton(source, tmp_path) == path  # trusted by its stamp
     with pytest.raises(CacheError) as err:
         _served(source, path)
@@ -328,3 +332,22 @@ def test_a_diverged_runs_summary_is_strict_json_and_reads_back_as_floats(make_cf
     assert summary["trial"] in format_summary("t", [trial])
     row = load_study(study).trials.iloc[0]
     assert all(np.isnan(row[f"final/{k}"]) or np.isinf(row[f"final/{k}"]) for k in bad)
+
+
+def test_the_cli_stops_a_run_served_a_wrong_sample_in_one_line(tmp_path, c5m, capsys):
+    """The same corruption under `twoworlds run`: exit 2, one line naming the file, no traceback."""
+    pytest.importorskip("ffcv")
+    args = ["run", "source=cifar5m", f"data.data_dir={c5m}", f"data.cache_dir={tmp_path / 'cache'}", "loader=ffcv",
+            "world=ideal", "steps=6", "batch_size=32", "data.test_size=64", "eval.points=3", "model.width=8",
+            "model.depth=2", "progress=false", f"out_dir={tmp_path / 'runs'}"]
+    assert main([*args, "study=first"]) == 0
+    (path,) = (tmp_path / "cache").glob("*.beton")
+    plan = WorldPlan.for_source(_cifar5m(c5m), "ideal", n=64, steps=6, batch_size=32, seed=0)
+    victim = int(plan.ideal_batch(3, plan.ideal_ids())[0])
+    _rewrite_id(path, victim, (victim + 1) % POOL)
+    capsys.readouterr()
+    assert main([*args, "study=second"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: ffcv: {path} served sample id") and "Traceback" not in "\n".join(err)
+    summary = json.loads(next((tmp_path / "runs" / "second").glob("*/summary.json")).read_text())
+    assert summary["status"] == "failed" and not path.exists()
