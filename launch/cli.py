@@ -11,16 +11,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from twoworlds.datamodules.config import DataError
 from twoworlds.launch.config import ConfigError
+from twoworlds.launch.recorder import ARGV_ENV
 
 DEMO_SWEEP = "quickstart"  # a shipped study (sweeps/quickstart.yaml, package data in a wheel)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; `argv` defaults to sys.argv[1:]."""
+    # What provenance records for every trial of this command (a trial's own argv is a Ray worker's); an outer
+    # twoworlds process that set it already wins, and an in-process call leaves the environment as it found it.
+    outer = os.environ.get(ARGV_ENV)
+    if outer is None:
+        os.environ[ARGV_ENV] = " ".join(["twoworlds", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return _main(argv)
+    finally:
+        if outer is None:
+            os.environ.pop(ARGV_ENV, None)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="twoworlds", description="Deep Bootstrap scaling studies: Real vs Ideal World.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="train one run (world=real|ideal) or the pair (world=both)")

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -55,8 +56,14 @@ def versions() -> dict[str, str]:
     return out
 
 
+# The command a person typed: a sweep's driver sets it, and Ray hands TWOWORLDS_* variables to every trial, whose
+# own argv is a Ray worker's.
+ARGV_ENV = "TWOWORLDS_ARGV"
+
+
 def provenance() -> dict:
-    return {"git_commit": git_commit(), "versions": versions(), "argv": " ".join(sys.argv), "host": platform.node()}
+    argv = os.environ.get(ARGV_ENV) or " ".join(sys.argv)
+    return {"git_commit": git_commit(), "versions": versions(), "argv": argv, "host": platform.node()}
 
 
 def _json_safe(value):

@@ -34,6 +34,7 @@ from twoworlds.results.analysis import (
 )
 from twoworlds.results.claims import Verdict, check_claims
 from twoworlds.results.document import Block, to_html, to_markdown
+from twoworlds.results.formats import PCT_DIGITS
 from twoworlds.results.formats import pct as _pct
 from twoworlds.results.records import atomic_write_text
 
@@ -164,10 +165,10 @@ def _configuration_sentence(rd: pd.Series, family, threshold: float, steps: int)
     prefix = f"with {' '.join(words)}, " if words and words != ["all"] else ""
     seeds = int(rd["seeds"])
     seeds_txt = f" ({seeds} seeds)" if seeds > 1 else ""
-    before = fmt_pm(rd["max_gap_before_mean"], rd["max_gap_before_std"], seeds)
+    before = fmt_pm(rd["max_gap_before_mean"], rd["max_gap_before_std"], seeds, digits=PCT_DIGITS)
     if rd.get("curve_mean_gap_before") == rd.get("curve_mean_gap_before"):  # not NaN
         before += f" (on average {_pct(rd['curve_mean_gap_before'])})"
-    final = fmt_pm(rd["gap_final_mean"], rd["gap_final_std"], seeds, sign=True)
+    final = fmt_pm(rd["gap_final_mean"], rd["gap_final_std"], seeds, digits=PCT_DIGITS, sign=True)
     if rd["converged_seeds"] == seeds:
         conv = fmt_pm(rd["converged_at_mean"], rd["converged_at_std"], seeds, scale=1, digits=0, unit="")
         return (f"{prefix}the |bootstrap error| was at most {before} until the Real World converged (train error "

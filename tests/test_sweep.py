@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from twoworlds.launch.cli import main
 from twoworlds.launch.config import ConfigError
 from twoworlds.launch.sweep_spec import load_sweep
@@ -146,6 +147,9 @@ def test_every_shipped_study_runs_its_smoke_variant_end_to_end(tmp_path, path):
     assert f"study {study}: {k} completed" in result.stdout
     assert "final bootstrap error" in result.stdout
     assert f"[sweep {study}] {k}/{k} done" in result.stdout
+    for trial in runs:  # provenance names the command that was typed, not the Ray worker's own
+        argv = yaml.safe_load((tmp_path / study / trial / "config.yaml").read_text())["provenance"]["argv"]
+        assert argv.startswith(f"twoworlds sweep {path} --smoke --report"), argv
     report = tmp_path / study / "report"  # the study report, with all four plot kinds
     assert f"[report] written: {report / 'index.html'}" in result.stdout
     assert {p.name for p in report.glob("*.png")} >= {"a_curves.png", "b_scatter.png", "c_heatmaps.png",
