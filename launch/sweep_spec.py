@@ -28,7 +28,7 @@ from twoworlds.launch import config, trial_state
 from twoworlds.launch.config import ConfigError
 from twoworlds.lightning_modules.registry import did_you_mean
 from twoworlds.results.claim_spec import ClaimError, validate_claims
-from twoworlds.results.records import MANIFEST, atomic_write_text, yaml_problem
+from twoworlds.results.records import MANIFEST, atomic_write_text, read_json_file, yaml_problem
 
 TOP_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "resources", "max_failures", "claims", "smoke")
 RESOURCE_KEYS = ("cpu", "gpu", "workers")
@@ -237,7 +237,7 @@ def resume_overrides(sweep: Sweep, overrides: list[str], smoke: bool) -> list[st
     they were started, so new overrides, or an edited sweep file, would be recorded but never trained."""
     path = sweep.study_dir / MANIFEST
     try:
-        stored = json.loads(path.read_text())
+        stored = read_json_file(path)
     except (OSError, ValueError):
         raise ConfigError(f"nothing to resume: no readable {path} (run without --resume first; a study started "
                           "with out_dir=... is resumed with the same out_dir=...)") from None

@@ -15,7 +15,6 @@ it finds, and loads it with `weights_only=True` (launch/run.py).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ from omegaconf import DictConfig
 from twoworlds.launch import config
 from twoworlds.launch.config import ConfigError
 from twoworlds.launch.recorder import RunRecorder, last_row
-from twoworlds.results.records import atomic_write, read_config_file
+from twoworlds.results.records import atomic_write, read_config_file, read_json_file
 
 CKPT_FILE = "last.ckpt"
 OWNER_FILE = "last.ckpt.owner"
@@ -92,10 +91,9 @@ def read_summary(path: Path) -> dict | None:
     """summary.json as a dict; None when absent or unreadable (a run cut off while writing it is
     re-run, never trusted)."""
     try:
-        summary = json.loads(path.read_text())
+        return read_json_file(path)
     except (OSError, ValueError):
         return None
-    return summary if isinstance(summary, dict) else None
 
 
 def finished_summary(cfg: DictConfig) -> dict | None:

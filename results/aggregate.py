@@ -13,7 +13,6 @@ diverged or missing trials, still aggregates: those trials are listed, with the 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from twoworlds.results.records import (
     atomic_write,
     flatten,
     read_config_file,
+    read_json_file,
     read_rows,
 )
 
@@ -78,12 +78,9 @@ def _read_config(path: Path) -> dict:
 
 def _read_json(path: Path) -> dict:
     try:
-        doc = json.loads(path.read_text())
+        return read_json_file(path)
     except ValueError as e:
-        raise StudyError(f"{path} is not valid JSON ({e}); fix or delete it") from None
-    if not isinstance(doc, dict):
-        raise StudyError(f"{path} holds no JSON object; fix or delete it")
-    return doc
+        raise StudyError(f"{e}; fix or delete it") from None
 
 
 def read_metrics(path: Path) -> pd.DataFrame:

@@ -10,6 +10,7 @@ heavy, so launch/ writes its run files with it and results/ reads them with the 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -100,4 +101,16 @@ def read_config_file(path: Path) -> dict:
         raise ValueError(f"{path} is not valid YAML ({yaml_problem(e)})") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{path} holds no config mapping")
+    return doc
+
+
+def read_json_file(path: Path) -> dict:
+    """A run record's JSON object (summary.json, sweep.json); ValueError naming the file when it is not
+    valid JSON or holds no object (callers decide what an unreadable record means for them)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} holds no JSON object")
     return doc

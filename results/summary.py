@@ -4,10 +4,10 @@ summary.json files, so it works on a finished, interrupted or still-running stud
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from twoworlds.results.analysis import TEST_SOFT, TRAIN_SOFT
+from twoworlds.results.records import read_json_file
 
 
 def collect(study_dir: str | Path, expected: list[str] | None = None) -> list[dict]:
@@ -20,9 +20,9 @@ def collect(study_dir: str | Path, expected: list[str] | None = None) -> list[di
         path = study_dir / name / "summary.json"
         if path.exists():
             try:
-                s = json.loads(path.read_text())
+                s = read_json_file(path)
             except ValueError as e:  # one unreadable file never hides the others' results
-                s = {"status": "unreadable", "error": f"{path}: {e}"}
+                s = {"status": "unreadable", "error": str(e)}
             # a diverged run's non-finite metrics are written as "nan"/"inf" strings (strict JSON)
             s["final"] = {k: float(v) for k, v in (s.get("final") or {}).items()}
         else:
