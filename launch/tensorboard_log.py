@@ -11,7 +11,6 @@ shows the first HPARAMS session it reads in a run: a failed attempt's would hide
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from twoworlds.launch.callbacks import tensorboard_scalars
 from twoworlds.launch.config import flatten, to_plain
 from twoworlds.lightning_modules.metrics import KINDS, TRAIN, final_name, metric_name
+from twoworlds.results.records import read_rows
 
 # summary.json status -> the HPARAMS tab's session status; anything else is STATUS_UNKNOWN.
 STATUS = {"completed": api_pb2.STATUS_SUCCESS, "diverged": api_pb2.STATUS_FAILURE,
@@ -55,10 +55,10 @@ def start_trial_log(logger: TrialLogger, metrics_csv: Path, earlier: set[Path]) 
     earlier attempts' events files: one file per trial, holding what metrics.csv holds. Global-zero
     rank only; call after the recorder has opened metrics.csv. `earlier`: from earlier_event_files."""
     writer = logger.experiment  # creates this attempt's file
-    with metrics_csv.open() as f:
-        for row in csv.DictReader(f):
-            scalars = {k: float(v) for k, v in tensorboard_scalars(row).items() if v != ""}
-            logger.log_metrics(scalars, step=int(row["step"]))
+    header, rows = read_rows(metrics_csv)  # the one reader of metrics.csv (complete rows only)
+    for row in (dict(zip(header, values, strict=True)) for values in rows):
+        scalars = {k: float(v) for k, v in tensorboard_scalars(row).items() if v != ""}
+        logger.log_metrics(scalars, step=int(row["step"]))
     writer.flush()
     for path in earlier:
         path.unlink()
