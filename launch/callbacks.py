@@ -14,15 +14,24 @@ import pytorch_lightning as pl
 from twoworlds.launch.config import EarlyStopConfig
 from twoworlds.launch.recorder import RunRecorder
 from twoworlds.lightning_modules.classification import ClassificationModule
-from twoworlds.lightning_modules.metrics import ERROR, SOFT_ERROR, TEST, TRAIN, TRAIN_FLOPS, metric_name
+from twoworlds.lightning_modules.metrics import (
+    ERROR,
+    SOFT_ERROR,
+    TEST,
+    TRAIN,
+    TRAIN_FLOPS,
+    WEIGHT_MOVEMENT,
+    metric_name,
+)
 from twoworlds.results.formats import duration
 
-ROW_FIELDS = ("step", "epoch", "samples_seen", TRAIN_FLOPS, "lr", "wall_time")
+ROW_FIELDS = ("step", "epoch", "samples_seen", TRAIN_FLOPS, "lr", "wall_time", WEIGHT_MOVEMENT)
 
 
 def tensorboard_scalars(row: dict) -> dict:
-    """The columns of an evaluation row that also go to TensorBoard: the metrics, lr, train_flops."""
-    return {k: v for k, v in row.items() if "/" in k or k in ("lr", TRAIN_FLOPS)}
+    """The columns of an evaluation row that also go to TensorBoard: the metrics, lr, train_flops and
+    the weight movement."""
+    return {k: v for k, v in row.items() if "/" in k or k in ("lr", TRAIN_FLOPS, WEIGHT_MOVEMENT)}
 
 
 class EvaluationCallback(pl.Callback):
@@ -90,6 +99,7 @@ class EvaluationCallback(pl.Callback):
             TRAIN_FLOPS: samples * self.flops_per_sample,
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "wall_time": self._wall_offset + time.perf_counter() - self._t0,
+            WEIGHT_MOVEMENT: pl_module.weight_movement(),
         }
         for split, (x, y) in trainer.datamodule.eval_sets.items():
             row.update(pl_module.evaluate(split, x, y, self.eval_batch_size, trainer.datamodule.eval_transform))

@@ -36,6 +36,10 @@ class ModelConfig:
     width: int = 128  # mlp: hidden units; cnn/resnet: first stage's channels; vit: embedding dim
     depth: int = 3  # mlp: hidden layers; cnn: conv stages; resnet: 10 | 18 | 34; vit: blocks
     patch_size: int = 4  # vit only
+    # Lazy training (Chizat and Bach): the output becomes alpha * (f(x) - f0(x)), f0 the network as
+    # initialized, and the learning rate lr / alpha**2 for sgd (lr / alpha for adamw, whose steps do not
+    # grow with the gradient). Large alpha: weights barely move (the NTK regime). null: the plain network.
+    output_scale: float | None = None
 
 
 @dataclass
@@ -197,6 +201,9 @@ def validate(cfg: DictConfig) -> None:
     for key in ("seed", "data.seed"):
         if OmegaConf.select(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {OmegaConf.select(cfg, key)}")
+    if cfg.model.output_scale is not None and not cfg.model.output_scale > 0:
+        raise ConfigError(f"model.output_scale={cfg.model.output_scale} must be > 0 (the lazy-training scale "
+                          "alpha), or null for the plain network")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr must be > 0, got {cfg.optim.lr}")
     if cfg.optim.nesterov and cfg.optim.momentum <= 0:
@@ -224,12 +231,13 @@ def pair_key(cfg: DictConfig) -> str:
         plain.pop(key, None)
     if not data_config.is_active(cfg.corrupt):  # clean runs keep the pair keys they had before corruptions
         plain.pop("corrupt", None)
+    _drop_unset_additions(plain)
     return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # The keys the default trial name shows (a sweep appends the varying keys it does not show).
 IN_TRIAL_NAME = ("model.name", "model.width", "model.depth", "model.patch_size", "batch_size", "world", "n", "seed",
-                 "corrupt.label_noise", "corrupt.random_labels", "corrupt.pixels", "corrupt.test")
+                 "corrupt.label_noise", "corrupt.random_labels", "corrupt.pixels", "corrupt.test", "model.output_scale")
 
 
 def hashed_config(plain: dict) -> dict:
@@ -238,7 +246,15 @@ def hashed_config(plain: dict) -> dict:
     for key in _NOT_IN_CONFIG_HASH:
         group, _, leaf = key.rpartition(".")
         (out.get(group, {}) if group else out).pop(leaf, None)
+    _drop_unset_additions(out)
     return out
+
+
+def _drop_unset_additions(plain: dict) -> None:
+    """Keys added after studies were run, left out of the hashes while unset: a trial run before
+    them keeps its pair key and config hash (its directory is not refused as a changed config)."""
+    if isinstance(plain.get("model"), dict) and plain["model"].get("output_scale") is None:
+        plain["model"] = {k: v for k, v in plain["model"].items() if k != "output_scale"}
 
 
 def config_hash(cfg: DictConfig | dict) -> str:
@@ -269,4 +285,6 @@ def trial_name(cfg: DictConfig) -> str:
     parts.append(f"s{cfg.seed}")
     if data_config.tag(cfg.corrupt):  # a corrupted run never shares a run directory with the clean one
         parts.append(data_config.tag(cfg.corrupt))
+    if m.output_scale is not None:  # lazy training: alpha in the name, e.g. cnn-w8-d3-bs64-real-n500-s0-a100
+        parts.append(f"a{m.output_scale:g}")
     return "-".join(str(p) for p in parts)

@@ -29,9 +29,9 @@ from twoworlds.launch.tensorboard_log import (
     start_trial_log,
     write_trial_end,
 )
-from twoworlds.lightning_modules.classification import ClassificationModule
+from twoworlds.lightning_modules.classification import ClassificationModule, OutputScaled
 from twoworlds.lightning_modules.flops import training_flops_per_sample
-from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, metric_name
+from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, is_final_metric, metric_name
 from twoworlds.lightning_modules.networks import build_network
 from twoworlds.lightning_modules.schedules import eval_steps
 
@@ -65,10 +65,12 @@ def build(cfg: DictConfig) -> tuple[ClassificationModule, WorldDataModule, World
         pl.seed_everything(cfg.seed, workers=False, verbose=False)  # initial weights: invariant 5
         m = cfg.model
         net = build_network(m.name, source.input_shape, source.num_classes, m.width, m.depth, m.patch_size)
+        if m.output_scale is not None:  # lazy training: alpha * (f - f0), f0 counted in the FLOPs (forward only)
+            net = OutputScaled(net, m.output_scale)
         net.flops_per_sample = training_flops_per_sample(net, source.input_shape, source.num_classes)
         if cfg.channels_last:
             net = net.to(memory_format=torch.channels_last)
-        module = ClassificationModule(net, cfg.optim, cfg.steps, plan.id_range())
+        module = ClassificationModule(net, cfg.optim, cfg.steps, plan.id_range(), m.output_scale)
         loader, why = choose_loader(cfg.loader, source, torch.device("cuda" if accelerator(
             cfg.device, cfg.precision) == "gpu" else "cpu"))
         if cfg.progress and cfg.loader == "auto":
@@ -218,7 +220,7 @@ def _write_summary(summary: dict, p: Prepared, trainer: pl.Trainer, evaluator: E
         samples_seen=steps_done * cfg.batch_size,
         distinct_samples_seen=_distinct_seen(p.module, trainer, collective),
         wall_time=wall_time,
-        final={k: v for k, v in last.items() if "/" in k})
+        final={k: v for k, v in last.items() if is_final_metric(k)})
     if evaluator.stopped_early_at is not None:
         summary["stopped_early_at"] = evaluator.stopped_early_at
     if summary["status"] == "diverged":

@@ -20,7 +20,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from twoworlds.launch.callbacks import tensorboard_scalars
 from twoworlds.launch.config import flatten, to_plain
-from twoworlds.lightning_modules.metrics import KINDS, TRAIN, final_name, metric_name
+from twoworlds.lightning_modules.metrics import KINDS, TRAIN, WEIGHT_MOVEMENT, final_name, metric_name
 from twoworlds.results.records import read_rows
 
 # summary.json status -> the HPARAMS tab's session status; anything else is STATUS_UNKNOWN.
@@ -86,7 +86,8 @@ def final_metrics(final: dict, splits: list[str]) -> dict[str, float]:
     its first evaluation has nothing). Every trial must declare the same metrics: TensorBoard takes
     the metric columns of the whole logdir from one trial's hparams summary, picked arbitrarily."""
     splits = splits if TRAIN in splits else [*splits, TRAIN]
-    return {final_name(metric_name(s, k)): final.get(metric_name(s, k), float("nan")) for s in splits for k in KINDS}
+    names = [metric_name(s, k) for s in splits for k in KINDS] + [WEIGHT_MOVEMENT]
+    return {final_name(m): final.get(m, float("nan")) for m in names}
 
 
 def _hparam_value(v) -> bool | float | str:

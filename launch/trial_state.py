@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from twoworlds.launch import config
 from twoworlds.launch.config import ConfigError
 from twoworlds.launch.recorder import RunRecorder, last_row
+from twoworlds.lightning_modules.metrics import is_final_metric
 from twoworlds.results.records import atomic_write, read_config_file, read_json_file
 
 CKPT_FILE = "last.ckpt"
@@ -148,7 +149,7 @@ def mark_interrupted(cfg: DictConfig) -> bool:
         "trial": cfg.name, "study": cfg.study, "world": cfg.world, "n": cfg.n if cfg.world == "real" else None,
         "pair_key": config.pair_key(cfg), "config_hash": config.config_hash(cfg), "status": "interrupted",
         "steps": cfg.steps, "steps_done": int(last.get("step", 0)),
-        "final": {k: v for k, v in last.items() if "/" in k}})
+        "final": {k: v for k, v in last.items() if is_final_metric(k)}})
     return True
 
 

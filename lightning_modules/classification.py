@@ -7,6 +7,7 @@ device, through the same `_step` as training.
 
 from __future__ import annotations
 
+import copy
 from functools import partial
 
 import pytorch_lightning as pl
@@ -19,7 +20,7 @@ from twoworlds.lightning_modules.metrics import ERROR, KINDS, LOSS, SOFT_ERROR, 
 from twoworlds.lightning_modules.schedules import lr_factor
 from twoworlds.lightning_modules.seen import STATE_KEY, SeenIds
 
-__all__ = ["ClassificationErrors", "ClassificationModule", "OptimConfig"]
+__all__ = ["ClassificationErrors", "ClassificationModule", "OptimConfig", "OutputScaled", "scaled_lr"]
 
 
 class ClassificationErrors(Metric):
@@ -51,8 +52,43 @@ class ClassificationErrors(Metric):
         return {LOSS: self.loss_sum / count, ERROR: self.error_sum / count, SOFT_ERROR: self.soft_sum / count}
 
 
+class OutputScaled(nn.Module):
+    """Chizat and Bach's lazy-training knob: alpha * (f(x) - f0(x)), f0 the network as initialized.
+
+    f0 is a frozen copy taken at construction: its parameters never train, its BatchNorm statistics
+    follow the same batches as f's (so at step 0 the output is exactly zero in train and eval mode).
+    With the learning rate divided by alpha**2 (ClassificationModule does it for SGD), the function
+    moves as fast for every alpha while the weights move ~1/alpha as far: large alpha is the lazy
+    (linearized, NTK) regime, alpha ~ 1 the rich (feature-learning) one.
+    """
+
+    def __init__(self, net: nn.Module, alpha: float):
+        super().__init__()
+        if not alpha > 0:
+            raise ValueError(f"model.output_scale={alpha} must be > 0 (or null: the plain network)")
+        self.net, self.alpha = net, float(alpha)
+        self.init = copy.deepcopy(net).requires_grad_(False)
+        self.num_parameters = getattr(net, "num_parameters", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            f0 = self.init(x)
+        return self.alpha * (self.net(x) - f0)
+
+
+def scaled_lr(optim: OptimConfig, alpha: float | None) -> float:
+    """The learning rate of a network with output scale alpha: lr / alpha**2 for SGD (Chizat and Bach:
+    the function's motion is then independent of alpha); lr / alpha for Adam(W), whose update does not
+    scale with the gradient's size (a gradient alpha times larger moves the weights no faster), so the
+    same 1/alpha weight motion, hence the same function speed, needs lr / alpha."""
+    if alpha is None:
+        return optim.lr
+    return optim.lr / alpha**2 if optim.name == "sgd" else optim.lr / alpha
+
+
 class ClassificationModule(pl.LightningModule):
-    def __init__(self, net: nn.Module, optim: OptimConfig, steps: int, id_range: tuple[int, int] | None = None):
+    def __init__(self, net: nn.Module, optim: OptimConfig, steps: int, id_range: tuple[int, int] | None = None,
+                 output_scale: float | None = None):
         super().__init__()
         # launch/config.py validates both choices with a message for the person who typed them.
         assert optim.name in OPTIMIZERS and optim.schedule in SCHEDULES, (optim.name, optim.schedule)
@@ -66,6 +102,12 @@ class ClassificationModule(pl.LightningModule):
         self.register_buffer("loss_acc", torch.zeros(()), persistent=False)
         # The pool ids that reached this step, [lo, hi) = the world plan's id range (None: not counted).
         self.seen = SeenIds(*id_range) if id_range is not None else None
+        self.output_scale = output_scale  # alpha of OutputScaled (None: the plain network); divides the lr
+        # The trainable weights at initialization, for the relative weight movement |w - w0| / |w0|. Not in
+        # checkpoints: the initial weights are a function of the seed (DESIGN invariant 5), and a resumed
+        # run builds this module, w0 included, before it loads the trained weights.
+        w0 = [p.detach().reshape(-1) for p in self._trainable()]
+        self.register_buffer("w0", torch.cat(w0).clone() if w0 else torch.zeros(0), persistent=False)
 
     def __setattr__(self, name: str, value) -> None:
         # Lightning sets `_current_fx_name` (a plain str) around every hook, ~45 times a step;
@@ -121,6 +163,20 @@ class ClassificationModule(pl.LightningModule):
         if self.seen is not None:
             self.seen.load(checkpoint.get(STATE_KEY, {}))
 
+    def _trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.net.parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def weight_movement(self) -> float:
+        """|w - w0| / |w0| over the trainable parameters (one host sync; at evaluations only)."""
+        moved, start = torch.zeros((), dtype=torch.float64, device=self.w0.device), 0
+        for p in self._trainable():
+            n = p.numel()
+            moved += (p.detach().reshape(-1) - self.w0[start:start + n]).double().square().sum()
+            start += n
+        norm = self.w0.double().square().sum()
+        return float((moved / norm).sqrt()) if norm > 0 else float("nan")
+
     def take_loss_check(self) -> bool:
         """True while every training loss since the last check was finite (one host sync)."""
         finite = bool(torch.isfinite(self.loss_acc))
@@ -130,14 +186,15 @@ class ClassificationModule(pl.LightningModule):
     def configure_optimizers(self):
         o = self.optim
         decay, no_decay = [], []
-        for p in self.net.parameters():
+        for p in self._trainable():  # not OutputScaled's frozen copy of the initial network
             # Norm scales and biases are not decayed: it only fights BatchNorm's scale invariance.
             (no_decay if p.ndim <= 1 else decay).append(p)
         groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        lr = scaled_lr(o, self.output_scale)
         if o.name == "sgd":
-            opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+            opt = torch.optim.SGD(groups, lr=lr, momentum=o.momentum, nesterov=o.nesterov)
         else:
-            opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
+            opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(o.betas))
         factor = partial(lr_factor, steps=self.steps, schedule=o.schedule, warmup_steps=o.warmup_steps,
                          milestones=tuple(o.milestones), gamma=o.gamma)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)

@@ -12,6 +12,9 @@ KINDS = (LOSS, ERROR, SOFT_ERROR)
 TEST, TRAIN = "test", "train"  # evaluation sets: held-out test set; the Real World's n samples
 # Cumulative training FLOPs at an evaluation: flops_per_sample × samples_seen (see flops.py for what counts).
 TRAIN_FLOPS = "train_flops"
+# Relative weight movement ||w - w0|| / ||w0|| over the network's trainable parameters, w0 their values at
+# initialization: small in the lazy regime (model.output_scale >> 1), large when features are learned.
+WEIGHT_MOVEMENT = "weight_movement"
 
 
 def metric_name(split: str, kind: str) -> str:
@@ -21,6 +24,12 @@ def metric_name(split: str, kind: str) -> str:
 # A trial's last evaluation, as the report's trial table and TensorBoard's HPARAMS tab name it:
 # f"{FINAL}/{set}/{kind}", e.g. "final/test/soft_error".
 FINAL = "final"
+
+
+def is_final_metric(column: str) -> bool:
+    """The evaluation-row columns a trial's summary keeps as its final metrics: '<set>/<kind>' and the
+    weight movement (not the bookkeeping: step, samples, FLOPs, lr, wall time)."""
+    return "/" in column or column == WEIGHT_MOVEMENT
 
 
 def final_name(metric: str) -> str:

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from twoworlds.lightning_modules.metrics import ERROR, SOFT_ERROR, TEST, TRAIN, TRAIN_FLOPS, metric_name
+from twoworlds.lightning_modules.metrics import (
+    ERROR,
+    SOFT_ERROR,
+    TEST,
+    TRAIN,
+    TRAIN_FLOPS,
+    WEIGHT_MOVEMENT,
+    metric_name,
+)
 from twoworlds.results.formats import fmt_pm  # noqa: F401  (re-exported: analysis.fmt_pm)
 
 TEST_SOFT, TEST_ERR = metric_name(TEST, SOFT_ERROR), metric_name(TEST, ERROR)
@@ -93,6 +101,18 @@ class PairStats:
     real_final: float  # Real World test soft error at its last step
     ideal_final: float
     last_step: int
+    # the Deep Bootstrap predictor of real_final: the Ideal World's test soft error at converged_at (at
+    # the last common step if never)
+    ideal_at_convergence: float = float("nan")
+    # test 0/1 errors at the last step, and their difference at the last common step (model-wise double
+    # descent is a statement about the 0/1 error); the Real World's final train 0/1 error
+    real_final_error: float = float("nan")
+    ideal_final_error: float = float("nan")
+    gap_final_error: float = float("nan")
+    real_final_train_error: float = float("nan")
+    # relative weight movement |w - w0| / |w0| at the last step (NaN for runs from before it was logged)
+    real_weight_movement: float = float("nan")
+    ideal_weight_movement: float = float("nan")
 
 
 def pair_stats(real: pd.DataFrame, ideal: pd.DataFrame, threshold: float = CONVERGED_BELOW) -> PairStats:
@@ -104,6 +124,11 @@ def pair_stats(real: pd.DataFrame, ideal: pd.DataFrame, threshold: float = CONVE
     at = np.flatnonzero(steps <= conv)[-1] if conv is not None and upto.any() else len(steps) - 1
     learning = upto & (np.minimum.accumulate(i) <= LEARNING_STARTED * i[0]) if len(i) else upto
     nan = float("nan")
+    last = lambda df, col: float(df[col].iloc[-1]) if col in df and len(df) else nan  # noqa: E731
+    gap_error = nan
+    if TEST_ERR in real and TEST_ERR in ideal and len(real) and len(ideal):
+        _, r01, i01 = align(real.step, real[TEST_ERR], ideal.step, ideal[TEST_ERR])
+        gap_error = float(r01[-1] - i01[-1]) if len(r01) else nan
     return PairStats(
         converged_at=conv,
         max_gap_before=float(np.abs(gap[upto]).max()) if upto.any() else nan,
@@ -112,7 +137,11 @@ def pair_stats(real: pd.DataFrame, ideal: pd.DataFrame, threshold: float = CONVE
         gap_final=float(gap[-1]) if len(gap) else nan,
         real_final=float(real[TEST_SOFT].iloc[-1]) if len(real) else nan,
         ideal_final=float(ideal[TEST_SOFT].iloc[-1]) if len(ideal) else nan,
-        last_step=int(steps[-1]) if len(steps) else 0)
+        last_step=int(steps[-1]) if len(steps) else 0,
+        ideal_at_convergence=float(i[at]) if len(i) else nan,
+        real_final_error=last(real, TEST_ERR), ideal_final_error=last(ideal, TEST_ERR), gap_final_error=gap_error,
+        real_final_train_error=last(real, TRAIN_ERR),
+        real_weight_movement=last(real, WEIGHT_MOVEMENT), ideal_weight_movement=last(ideal, WEIGHT_MOVEMENT))
 
 
 # ---------------------------------------------------------------- seeds
@@ -224,6 +253,7 @@ def pair_table(trials: pd.DataFrame, curves: pd.DataFrame, varying: list[str],
         values = {k: row[k].iloc[0] for k in keys}  # per column: a row Series would turn ints into floats
         rows.append({"real": r.trial, "ideal": twin, "pair_key": r.pair_key, "seed": r.seed,
                      "configuration": label({k: values[k] for k in named}), **values, **vars(stats),
+                     "num_parameters": float(getattr(r, "num_parameters", None) or float("nan")),
                      "stopped_early_at": getattr(r, "stopped_early_at", None), "real_status": r.status, "ideal_status": trials.loc[trials.trial == twin, "status"].iloc[0]})
     out = pd.DataFrame(rows)
     return out.sort_values([*keys, "seed"], kind="stable", ignore_index=True) if len(out) else out

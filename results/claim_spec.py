@@ -16,8 +16,15 @@ METRICS = {
     "max_gap_before": "largest |bootstrap error| before convergence",
     "converged_at": "Real World convergence step (the step budget when it never converged)",
     "ideal_steps_to_target": "Ideal World steps to the target test soft error",
+    "ideal_at_convergence": "Ideal World test soft error at the Real World's convergence step",
+    "real_final_error": "Real World final test 0/1 error",
+    "ideal_final_error": "Ideal World final test 0/1 error",
+    "gap_final_error": "bootstrap error in test 0/1 error at the last step",
+    "real_weight_movement": "Real World relative weight movement |w - w0| / |w0| at the last step",
+    "ideal_weight_movement": "Ideal World relative weight movement |w - w0| / |w0| at the last step",
 }
-STEP_METRICS = ("converged_at", "ideal_steps_to_target")  # counted in steps; the others are error rates
+STEP_METRICS = ("converged_at", "ideal_steps_to_target")  # counted in steps
+RATIO_METRICS = ("real_weight_movement", "ideal_weight_movement")  # plain ratios; the others are error rates
 
 # Each kind with the parameters it takes; claims.py registers the check of each kind.
 CLAIM_KINDS: Registry[frozenset[str]] = Registry("claim kind")
@@ -27,6 +34,12 @@ for _kind, _params in {
     "effect": {"key", "from", "to", "metric", "max_change", "min_change", "min_ratio"},
     "larger_effect": {"key", "from", "to", "metric", "group", "larger", "smaller"},
     "monotone": {"key", "metric", "direction", "tolerance"},
+    # an interior maximum of `metric` along `key`, at least `min_height` above both the smallest value
+    # before it and the value at the largest key; `absent: true` claims there is no such peak
+    "peak": {"key", "metric", "min_height", "absent"},
+    # the Deep Bootstrap predictor over the study's configurations: the Ideal World's test soft error at
+    # the Real World's convergence step against the Real World's final test soft error
+    "ideal_predicts_real": {"min_rank_correlation", "band", "min_inside", "max_mean_abs_error"},
 }.items():
     CLAIM_KINDS.add(_kind, frozenset(_params))
 COMMON = frozenset({"kind", "claim", "where"})  # keys every claim may have
@@ -54,6 +67,8 @@ def validate_claims(claims, where: str) -> list[dict]:
         if c.get("statistic", "max") not in ("max", "mean") or c.get("curves", "seeds") not in ("seeds", "averaged"):
             raise ClaimError(f"claim {i + 1} ({c['kind']}) {where}: statistic must be max or mean, curves seeds "
                              f"or averaged")
+        if not isinstance(c.get("absent", False), bool):
+            raise ClaimError(f"claim {i + 1} ({c['kind']}) {where}: absent must be true or false, got {c['absent']!r}")
         if "metric" in c and c["metric"] not in METRICS:
             raise ClaimError(f"claim {i + 1} ({c['kind']}) {where}: metric '{c['metric']}' is not one of "
                              f"{', '.join(METRICS)}.{did_you_mean(c['metric'], METRICS)}")

@@ -34,6 +34,16 @@ the science.
         metric: real_final
         direction: decreasing
         tolerance: 0.005
+      - kind: peak                       # an interior maximum along key (model-wise double descent)
+        key: model.width
+        metric: real_final_error
+        min_height: 0.03                 # above both the smallest value before it and the value at the largest key
+        absent: false                    # true: claims there is NO such peak (the Ideal World)
+      - kind: ideal_predicts_real        # the Deep Bootstrap predictor, over the configurations
+        min_rank_correlation: 0.8        # Spearman's rho of ideal_at_convergence with real_final
+        band: 0.02                       # |real_final - ideal_at_convergence| <= band counts as inside
+        min_inside: 0.75                 # fraction of configurations inside the band
+        max_mean_abs_error: 0.02         # optional bound on the mean |real_final - ideal_at_convergence|
 """
 
 from __future__ import annotations
@@ -44,7 +54,14 @@ import pandas as pd
 from twoworlds.lightning_modules.metrics import ERROR, TEST, TRAIN, final_name, metric_name
 from twoworlds.lightning_modules.registry import Registry
 from twoworlds.results.analysis import label
-from twoworlds.results.claim_spec import CLAIM_KINDS, METRICS, STEP_METRICS, ClaimError, validate_claims
+from twoworlds.results.claim_spec import (
+    CLAIM_KINDS,
+    METRICS,
+    RATIO_METRICS,
+    STEP_METRICS,
+    ClaimError,
+    validate_claims,
+)
 from twoworlds.results.formats import pct as _pct
 
 __all__ = ["METRICS", "ClaimError", "Verdict", "check_claims", "validate_claims"]
@@ -79,7 +96,9 @@ def _same(a, b) -> bool:
 
 
 def _num(metric: str, v: float) -> str:
-    return f"{v:,.0f} steps" if metric in STEP_METRICS else _pct(v)
+    if metric in STEP_METRICS:
+        return f"{v:,.0f} steps"
+    return f"{v:.3g}" if metric in RATIO_METRICS else _pct(v)
 
 
 def _metric(configs: pd.DataFrame, metric: str, steps: int) -> pd.Series:
@@ -211,6 +230,114 @@ def _monotone(c, trials, configs, keys, steps):
         ok &= bool(all(sign * (v[i + 1] - v[i]) >= -tol for i in range(len(v) - 1)))
         parts.append(f"{name}: " + " → ".join(f"{_num(m, x)} ({key}={k})" for x, k in zip(v, g[key], strict=True)))
     return f"{METRICS[m]}: " + "; ".join(parts) + f" (tolerance {_num(m, tol)})", ok
+
+
+def _by_key(g: pd.DataFrame, key: str) -> pd.DataFrame:
+    return g.sort_values(key, key=lambda s: pd.to_numeric(s, errors="coerce"), kind="stable")
+
+
+@dataclass
+class Peak:
+    """The best interior maximum of a curve: the one standing highest above both sides."""
+
+    at: int  # index of the peak
+    low: int  # index of the smallest value before it
+    height: float  # min(value - value[low], value - value[-1])
+
+
+def find_peak(values) -> Peak | None:
+    """The interior point i (0 < i < last) maximizing min(v[i] - min(v[:i]), v[i] - v[-1]);
+    None with fewer than 3 values. A curve without a bump gets a height <= 0."""
+    v = [float(x) for x in values]
+    best = None
+    for i in range(1, len(v) - 1):
+        low = min(range(i), key=lambda j: v[j])
+        height = min(v[i] - v[low], v[i] - v[-1])
+        if best is None or height > best.height:
+            best = Peak(i, low, height)
+    return best
+
+
+@_CHECKS.register("peak")
+def _peak(c, trials, configs, keys, steps):
+    key, m, absent = c["key"], c["metric"], bool(c.get("absent", False))
+    margin = float(c.get("min_height", 0.0))
+    points = lambda d: f"{100 * d:+.1f} points" if m not in (*STEP_METRICS, *RATIO_METRICS) else f"{d:+.3g}"  # noqa: E731
+    ok, parts = True, []
+    for name, _, g in _groups(c, configs, keys, steps):
+        g = _by_key(g, key)
+        v, k = g._m.to_numpy(), list(g[key])
+        curve = " → ".join(f"{_num(m, x)} ({key.split('.')[-1]}={kk})" for x, kk in zip(v, k, strict=True))
+        p = find_peak(v)
+        if p is None:
+            raise _NotCheckable(f"a peak needs at least 3 values of {key}; {name} has {len(v)}")
+        found = p.height >= margin
+        ok &= found != absent
+        leaf = key.split(".")[-1]
+        what = "highest interior peak" if p.height > 0 else "no interior point above both sides; the closest"
+        where = (f"{what} at {leaf}={k[p.at]}: {points(v[p.at] - v[p.low])} above {leaf}={k[p.low]}, "
+                 f"{points(v[p.at] - v[-1])} above {leaf}={k[-1]}")
+        parts.append(f"{name}: {curve}; {where}")
+    want = "no interior peak" if absent else "an interior peak"
+    return f"{METRICS[m]}: " + "; ".join(parts) + f" ({want} of at least {points(margin).lstrip('+')})", bool(ok)
+
+
+def predictor_table(configs: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration: the predictor (Ideal World test soft error at the Real World's convergence
+    step) and the truth (Real World final test soft error), means over seeds, with their stds."""
+    cols = ["configuration", "ideal_at_convergence_mean", "ideal_at_convergence_std", "real_final_mean",
+            "real_final_std", "converged_seeds", "seeds"]
+    t = configs[[c for c in cols if c in configs]].dropna(subset=["ideal_at_convergence_mean", "real_final_mean"])
+    return t.rename(columns={"ideal_at_convergence_mean": "predicted", "real_final_mean": "truth"})
+
+
+@dataclass
+class PredictorScore:
+    configurations: int
+    mean_abs_error: float
+    rank_correlation: float  # Spearman's rho
+    inside: int  # configurations with |truth - predicted| <= band
+    band: float
+
+    def sentence(self) -> str:
+        return (f"over {self.configurations} configurations: mean |Real final − Ideal at convergence| "
+                f"{_pct(self.mean_abs_error)}, Spearman's rank correlation {self.rank_correlation:.3f}, "
+                f"{self.inside} of {self.configurations} ({self.inside / self.configurations:.0%}) within "
+                f"±{_pct(self.band)}")
+
+
+DEFAULT_BAND = 0.02  # the ± band of the predictor's scatter when the study claims none
+
+
+def score_predictor(configs: pd.DataFrame, band: float = DEFAULT_BAND) -> PredictorScore | None:
+    t = predictor_table(configs)
+    if len(t) < 3:
+        return None
+    err = (t.truth - t.predicted).abs()
+    rho = float(t.predicted.rank().corr(t.truth.rank()))
+    return PredictorScore(len(t), float(err.mean()), rho, int((err <= band + 1e-12).sum()), band)
+
+
+@_CHECKS.register("ideal_predicts_real")
+def _ideal_predicts_real(c, trials, configs, keys, steps):
+    sel = _select(configs, c.get("where"))
+    score = score_predictor(sel, float(c.get("band", DEFAULT_BAND)))
+    if score is None:
+        raise _NotCheckable("the predictor needs at least 3 configurations with both worlds")
+    ok, bounds = True, []
+    if "min_rank_correlation" in c:
+        ok &= score.rank_correlation >= c["min_rank_correlation"]
+        bounds.append(f"rank correlation ≥ {c['min_rank_correlation']}")
+    if "min_inside" in c:
+        ok &= score.inside >= c["min_inside"] * score.configurations - 1e-9
+        bounds.append(f"at least {c['min_inside']:.0%} within the band")
+    if "max_mean_abs_error" in c:
+        ok &= score.mean_abs_error <= c["max_mean_abs_error"]
+        bounds.append(f"mean absolute error ≤ {_pct(c['max_mean_abs_error'])}")
+    unconverged = configs.converged_seeds < configs.seeds if "converged_seeds" in configs else []
+    note = (f"; {int(sum(unconverged))} configurations did not converge in every seed (their predictor is taken "
+            "at the last step)") if sum(unconverged) else ""
+    return f"{score.sentence()}{note} ({', '.join(bounds) or 'no bound'})", bool(ok)
 
 
 assert set(_CHECKS) == set(CLAIM_KINDS), "every claim kind needs exactly one check"

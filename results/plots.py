@@ -1,4 +1,4 @@
-"""The report's four plot kinds, as PNG files (matplotlib, Agg backend: no display needed).
+"""The report's plot kinds, as PNG files (matplotlib, Agg backend: no display needed).
 
     (a) curves:   per configuration, test soft error of both worlds and the Real World's train soft
                   error against steps (log x; or samples, FLOPs, wall time: analysis.X_AXES), mean over
@@ -9,6 +9,11 @@
     (d) speed:    the Ideal World's test error at a fixed budget (a step, a FLOP count, a wall time)
                   against the Real World's final test error, one point per configuration
                   (optimization speed against generalization)
+    (e) predictor: per configuration, the Ideal World's test error at the Real World's convergence step
+                  against the Real World's final test error, y = x and a ±band (the paper's Figure 2)
+    (f) model size: final test 0/1 and soft errors of both worlds, and the bootstrap error, against width,
+                  with the interpolation threshold (double descent); when the width varies
+    (g) weight movement: |w - w0| / |w0| against steps per configuration (lazy against rich training)
 """
 
 from __future__ import annotations
@@ -242,3 +247,104 @@ def plot_speed(configs: pd.DataFrame, out_dir: Path, budget: str) -> Path:
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, title="configuration", title_fontsize=8,
               ncols=1 if len(configs) <= 18 else 2)
     return _save(fig, out_dir / "d_speed_vs_generalization.png")
+
+
+def _family_styles(configs: pd.DataFrame) -> list[tuple[str, str, object]]:
+    """(family, marker, colour) per configuration: colour = model family, marker = the rest."""
+    fam = configs["model.name"].astype(str) if "model.name" in configs else pd.Series(["all"] * len(configs))
+    families, seen, out = list(dict.fromkeys(fam)), {}, []
+    markers = "osD^vP*Xph<>"
+    for f in fam:
+        k = seen[f] = seen.get(f, -1) + 1
+        out.append((f, markers[k % len(markers)], plt.get_cmap("tab10")(families.index(f) % 10)))
+    return out
+
+
+def plot_predictor(configs: pd.DataFrame, out_dir: Path, band: float, score) -> Path:
+    """(e): the paper's scatter: per configuration, the Ideal World's test soft error at the step where
+    its Real World converged (x) against the Real World's final test soft error (y), y = x and a ±band.
+    Hollow markers: configurations whose Real World did not converge in every seed (taken at the last
+    step). `score`: claims.PredictorScore of the same points, for the title."""
+    fig, ax = plt.subplots(figsize=(8.6, 5.4), constrained_layout=True)
+    t = configs.dropna(subset=["ideal_at_convergence_mean", "real_final_mean"])
+    for r, (_, marker, colour) in zip(t.itertuples(), _family_styles(t), strict=True):
+        converged = r.converged_seeds == r.seeds
+        ax.errorbar(r.ideal_at_convergence_mean, r.real_final_mean, xerr=r.ideal_at_convergence_std,
+                    yerr=r.real_final_std, fmt=marker, color=colour, capsize=2, ms=7, mfc=None if converged else "none",
+                    label=r.configuration + ("" if converged else "  (not converged: last step)"))
+    ends = [t[f"{c}_mean"] + s * t[f"{c}_std"] for c in ("ideal_at_convergence", "real_final") for s in (-1, 1)]
+    lo, hi = (np.nanmin([e.min() for e in ends]), np.nanmax([e.max() for e in ends])) if len(t) else (0.0, 1.0)
+    pad = 0.1 * (hi - lo) + band + 0.005
+    lo, hi = max(0.0, lo - pad), hi + pad
+    line = np.array([lo, hi])
+    ax.plot(line, line, color="black", lw=1, ls="--", label="y = x")
+    ax.fill_between(line, line - band, line + band, color="grey", alpha=0.18, lw=0,
+                    label=f"±{band * 100:.1f} points")
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal",
+           xlabel="Ideal World test soft error at the Real World's convergence step",
+           ylabel="Real World test soft error, last step")
+    title = "Real World final error against the Ideal World at convergence"
+    if score is not None:
+        title += (f"\nmean |error| {score.mean_abs_error * 100:.2f} points, Spearman ρ = {score.rank_correlation:.2f}, "
+                  f"{score.inside}/{score.configurations} within the band")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, title="configuration", title_fontsize=8,
+              ncols=1 if len(t) <= 18 else 2)
+    return _save(fig, out_dir / "e_predictor.png")
+
+
+def plot_model_size(table: pd.DataFrame, out_dir: Path, threshold_width: dict) -> Path:
+    """(f): against width, per group of the other keys (rows): the final test 0/1 error of both worlds
+    with the Real World's train error; the final test soft error of both worlds; the bootstrap error
+    (Real minus Ideal) in both. Dotted: the interpolation threshold (`threshold_width[group]`)."""
+    groups = list(dict.fromkeys(table.group))
+    fig, axes = plt.subplots(len(groups), 3, squeeze=False, figsize=(13, 3.4 * len(groups)), constrained_layout=True)
+    panels = [("0/1", [("real_final_error", "Real test", "real"), ("ideal_final_error", "Ideal test", "ideal"),
+                       ("real_final_train_error", "Real train", "train")], "final 0/1 error"),
+              ("soft", [("real_final", "Real test", "real"), ("ideal_final", "Ideal test", "ideal")],
+               "final test soft error"),
+              ("gap", [("gap_final_error", "0/1 error", "real"), ("gap_final", "soft error", "ideal")],
+               "bootstrap error (Real − Ideal), last step")]
+    for row, g in enumerate(groups):
+        sub = table[table.group == g].sort_values("width")
+        for col, (_, lines, title) in enumerate(panels):
+            ax = axes[row, col]
+            for column, name, style in lines:
+                if f"{column}_mean" not in sub or sub[f"{column}_mean"].isna().all():
+                    continue
+                ax.errorbar(sub.width, sub[f"{column}_mean"], yerr=sub[f"{column}_std"], label=name, marker="o",
+                            ms=4, capsize=2, lw=1.4, **_WORLD_STYLE[style])
+            if col == 2:
+                ax.axhline(0, color="black", lw=0.8)
+            if threshold_width.get(g) is not None:
+                ax.axvline(threshold_width[g], color="grey", ls=":", lw=1.2, label="interpolation threshold")
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(list(sub.width), [f"{w:g}" for w in sub.width])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set(xlabel="width", title=title + (f"\n{g}" if g != "all" else ""))
+            ax.legend(fontsize=7)
+    fig.suptitle("Model size: final errors against width (mean ± std over seeds)", fontsize=11)
+    return _save(fig, out_dir / "f_model_size.png")
+
+
+def plot_weight_movement(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, x: XAxis = X_AXES["steps"]) -> Path:
+    """(g): relative weight movement |w - w0| / |w0| against steps, per configuration (mean over
+    seeds; Real World solid, Ideal World dashed), log-log."""
+    fig, ax = plt.subplots(figsize=(8.6, 5.0), constrained_layout=True)
+    configs = list(dict.fromkeys(pairs.configuration))
+    cmap = plt.get_cmap("tab10" if len(configs) <= 10 else "tab20")
+    for k, cfg in enumerate(configs):
+        sub = pairs[pairs.configuration == cfg]
+        for world, ls in (("real", "-"), ("ideal", "--")):
+            c = curves[curves.trial.isin(sub[world])].dropna(subset=["weight_movement"])
+            c = c[c.weight_movement > 0]
+            if not len(c):
+                continue
+            g = c.groupby("step")
+            ax.plot(g[x.column].mean(), g.weight_movement.mean(), ls=ls, lw=1.5, color=cmap(k % cmap.N),
+                    label=f"{cfg} ({world})")
+    _log_x(ax, x)
+    ax.set_yscale("log")
+    ax.set(xlabel=x.label, ylabel="|w − w₀| / |w₀|", title="Relative weight movement (mean over seeds)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, ncols=1 if 2 * len(configs) <= 20 else 2)
+    return _save(fig, out_dir / "g_weight_movement.png")

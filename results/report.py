@@ -32,14 +32,16 @@ from twoworlds.results.analysis import (
     steps_to_target,
     value_at,
 )
-from twoworlds.results.claims import Verdict, check_claims
+from twoworlds.results.claims import DEFAULT_BAND, Verdict, check_claims, find_peak, score_predictor
 from twoworlds.results.document import Block, to_html, to_markdown
 from twoworlds.results.formats import PCT_DIGITS
 from twoworlds.results.formats import pct as _pct
 from twoworlds.results.records import atomic_write_text
 
 _PAIR_COLUMNS = ["converged_at", "max_gap_before", "mean_gap_before", "gap_at_convergence", "gap_final", "real_final", "ideal_final",
-                 "ideal_steps_to_target", "ideal_at_step"]
+                 "ideal_steps_to_target", "ideal_at_step", "ideal_at_convergence", "real_final_error", "ideal_final_error",
+                 "gap_final_error", "real_final_train_error", "real_weight_movement", "ideal_weight_movement",
+                 "num_parameters"]
 
 
 @dataclass
@@ -298,6 +300,7 @@ def build_report(study_dir: str | Path, *, target: float | None = None, speed_st
                               "converge); the mean starts where learning has begun (the Ideal World's test "
                               "error 10% below its first value), since both worlds agree trivially before.")]
         blocks += _plot_blocks(a, out)
+        blocks += _predictor_blocks(a, out) + _size_blocks(a, out) + _movement_blocks(a, out)
         if len(a.fits):
             blocks += [Block("h2", "Scaling of the Ideal World"), Block("table", _fits_table(a.fits)),
                        Block("p", "Least-squares fit of log(test soft error) against log(samples seen) over the last "
@@ -348,6 +351,121 @@ def _plot_blocks(a: Analysis, out: Path) -> list[Block]:
                         f"(d) Optimization speed (Ideal World test soft error at {budget}) against "
                         "generalization (Real World test soft error at the last step); error bars: std over seeds."))
     return blocks
+
+
+# ---------------------------------------------------------------- the Deep Bootstrap predictor
+
+def predictor_band(study: Study) -> float:
+    """The ± band of plot (e): the study's ideal_predicts_real claim's, else DEFAULT_BAND."""
+    for c in study.manifest.get("claims") or []:
+        if c.get("kind") == "ideal_predicts_real" and "band" in c:
+            return float(c["band"])
+    return DEFAULT_BAND
+
+
+def _predictor_blocks(a: Analysis, out: Path) -> list[Block]:
+    """Plot (e) and a sentence: how well the Ideal World at the Real World's convergence step predicts
+    the Real World's final error, over the configurations (from 3 on)."""
+    band = predictor_band(a.study)
+    score = score_predictor(a.configs, band)
+    if score is None:
+        return []
+    return [Block("h2", "The Deep Bootstrap predictor"),
+            Block("p", "Predictor: the Real World's final test soft error ≈ the Ideal World's test soft error at the "
+                       f"step where the Real World converged (the paper's Figure 2); {score.sentence()}. Hollow "
+                       "markers: configurations whose Real World did not converge in every seed (predicted from the "
+                       "last step)."),
+            Block("image", plots.plot_predictor(a.configs, out, band, score),
+                  f"(e) One point per configuration, mean ± std over seeds; y = x and a ±{_pct(band)} band.")]
+
+
+# ---------------------------------------------------------------- model size (double descent)
+
+def size_table(a: Analysis) -> tuple[pd.DataFrame, dict]:
+    """One row per configuration of a study whose width varies, with `group` (the other keys' label) and
+    `width`; and per group, the interpolation threshold: the smallest width whose Real World fits its
+    n samples (final train 0/1 error < the convergence threshold in every seed). Empty without widths."""
+    c = a.configs
+    if "model.width" not in a.keys or c["model.width"].nunique() < 3:
+        return pd.DataFrame(), {}
+    others = [k for k in a.keys if k != "model.width"]
+    t = c.assign(width=pd.to_numeric(c["model.width"]),
+                 group=[label({k: r[k] for k in others}) for _, r in c.iterrows()] if others else "all")
+    per_seed = a.pairs.assign(fit=a.pairs.real_final_train_error < a.threshold).groupby("configuration").fit.all()
+    t["fits"] = [bool(per_seed.get(cfg, False)) for cfg in t.configuration]
+    t = t.sort_values(["group", "width"], kind="stable")
+    thresholds = {g: (float(s.width[s.fits].min()) if s.fits.any() else None) for g, s in t.groupby("group", sort=False)}
+    return t, thresholds
+
+
+def _size_blocks(a: Analysis, out: Path) -> list[Block]:
+    t, thresholds = size_table(a)
+    if not len(t):
+        return []
+    real = a.study.trials[a.study.trials.world == "real"]
+    n = int(real.n.dropna().iloc[0]) if "n" in real and real.n.notna().any() and real.n.nunique() == 1 else None
+    classes = int(real.num_classes.dropna().iloc[0]) if real.num_classes.notna().any() else None
+    sentences = []
+    for g, s in t.groupby("group", sort=False):
+        words = [] if g == "all" else [f"{g}: "]
+        w = thresholds[g]
+        if w is None:
+            words.append(f"no width fitted its training labels (final train error < {a.threshold:.0%} in every seed)")
+        else:
+            params = s.num_parameters_mean[s.width == w].iloc[0]
+            nk = f"; n × classes = {n * classes:,}" if n and classes else ""
+            per = f", {params / n:.1f} per training sample" if n else ""
+            words.append(f"the interpolation threshold (the smallest width whose Real World fits its training labels, "
+                         f"final train error < {a.threshold:.0%} in every seed) is width {w:g} ({params:,.0f} parameters"
+                         f"{per}{nk})")
+        for column, what in (("real_final_error", "the Real World's final test 0/1 error"),
+                             ("gap_final_error", "the bootstrap error (0/1, last step)"),
+                             ("ideal_final_error", "the Ideal World's final test 0/1 error")):
+            v = s[f"{column}_mean"].to_numpy()
+            p = find_peak(v) if np.isfinite(v).all() else None
+            if p is None:
+                continue
+            at = s.width.iloc[p.at]
+            if p.height > 0:
+                rel = "" if w is None else (" (at the threshold)" if at == w else
+                                            f" ({'below' if at < w else 'above'} the threshold)")
+                words.append(f"{what} peaks at width {at:g}{rel}: {_pct(v[p.at])}, "
+                             f"{100 * (v[p.at] - v[p.low]):.1f} points above the best smaller width ({s.width.iloc[p.low]:g}) "
+                             f"and {100 * (v[p.at] - v[-1]):.1f} above the largest")
+            else:
+                words.append(f"{what} has no interior peak (highest {_pct(v[p.at])} at width {at:g} is not above "
+                             "both sides)")
+        sentences.append(words[0] + "; ".join(words[1:]) + "." if g != "all" else
+                         words[0][0].upper() + words[0][1:] + "; " + "; ".join(words[1:]) + ".")
+    table = pd.DataFrame({
+        "configuration": t.configuration, "parameters": [f"{p:,.0f}" for p in t.num_parameters_mean],
+        "Real train err, last": [fmt_pm(m, sd, int(k), digits=2) for m, sd, k in
+                                 zip(t.real_final_train_error_mean, t.real_final_train_error_std, t.seeds, strict=True)],
+        **{name: [fmt_pm(m, sd, int(k), digits=2, sign=col.startswith("gap")) for m, sd, k in
+                  zip(t[f"{col}_mean"], t[f"{col}_std"], t.seeds, strict=True)]
+           for col, name in (("real_final_error", "Real test 0/1 err"), ("ideal_final_error", "Ideal test 0/1 err"),
+                             ("gap_final_error", "bootstrap 0/1 err"), ("real_final", "Real test soft err"),
+                             ("ideal_final", "Ideal test soft err"))}})
+    return [Block("h2", "Model size"), Block("list", sentences), Block("table", table),
+            Block("image", plots.plot_model_size(t, out, thresholds),
+                  "(f) Final errors against width, mean ± std over seeds. Dotted: the interpolation threshold.")]
+
+
+def _movement_blocks(a: Analysis, out: Path) -> list[Block]:
+    """Plot (g), for runs that logged the relative weight movement, with a table of its final values."""
+    c = a.configs
+    if "real_weight_movement_mean" not in c or c.real_weight_movement_mean.isna().all():
+        return []
+    fmt = lambda m, s, k: "—" if m != m else (f"{m:.3g} ± {s:.2g}" if k > 1 else f"{m:.3g}")  # noqa: E731
+    table = pd.DataFrame({"configuration": c.configuration, "seeds": c.seeds.astype(int), **{
+        f"{world} |w − w₀| / |w₀|, last": [fmt(m, s, k) for m, s, k in
+                                          zip(c[f"{world.lower()}_weight_movement_mean"],
+                                              c[f"{world.lower()}_weight_movement_std"], c.seeds, strict=True)]
+        for world in ("Real", "Ideal")}})
+    return [Block("h2", "Weight movement"), Block("table", table),
+            Block("image", plots.plot_weight_movement(a.pairs, a.study.curves, out, X_AXES[a.x]),
+                  "(g) Relative weight movement |w − w₀| / |w₀| of the trainable parameters from their initial values "
+                  "(small: lazy training, the network stays near its linearization; large: features are learned).")]
 
 
 def _provenance_blocks(study: Study) -> list[Block]:

@@ -214,6 +214,7 @@ FAULTS = [
     ("eval.batch_size=0", "eval.batch_size must be >= 1"),
     ("data.test_size=0", "data.test_size must be >= 1"),
     ("seed=-1", "seed must be >= 0"),
+    ("model.output_scale=-1", "model.output_scale=-1.0 must be > 0"),
     ("study=../../x", "study='../../x' must be a plain directory name"),
     ("name=a/b", "name='a/b' must be a plain directory name"),
     ("yaml", "bad.yaml is not valid YAML"),

@@ -354,3 +354,47 @@ def test_claim_filters_match_numbers_across_int_float_and_text():
     assert list(_select(df, {"model.width": 256}).index) == [1]  # a float column, an int in the sweep file
     assert list(_select(df, {"corrupt.random_labels": True, "pixels": "x"}).index) == [1]
     assert list(_select(df, {"not.varying": 3}).index) == [0, 1]  # a key that does not vary filters nothing
+
+
+def test_peak_and_predictor_claims_on_constructed_tables():
+    from twoworlds.results.claims import check_claims, find_peak, score_predictor
+    assert find_peak([0.14, 0.10, 0.17, 0.16, 0.10]).at == 2  # height min(0.17 - 0.10, 0.17 - 0.10)
+    assert find_peak([0.14, 0.10, 0.17, 0.16, 0.10]).height == pytest.approx(0.07)
+    assert find_peak([0.3, 0.2, 0.1]).height < 0 and find_peak([0.1, 0.2, 0.3]).height < 0  # no bump
+    assert find_peak([0.1, 0.2]) is None
+    widths = [2, 4, 8, 16, 32]
+    configs = pd.DataFrame({
+        "configuration": [f"w={w} noise={p}" for p in (0.0, 0.2) for w in widths],
+        "model.width": widths * 2, "corrupt.label_noise": [0.0] * 5 + [0.2] * 5,
+        # noise 0.2 peaks at width 8 by 7 points; clean falls monotonically (a 1-point bump at 16)
+        "real_final_error_mean": [0.12, 0.09, 0.07, 0.08, 0.05, 0.14, 0.10, 0.17, 0.16, 0.10],
+        "ideal_final_error_mean": [0.20, 0.15, 0.10, 0.08, 0.07] * 2})
+    keys = ["model.width", "corrupt.label_noise"]
+    trials = pd.DataFrame({"steps": [100]})
+    peak = {"kind": "peak", "key": "model.width", "metric": "real_final_error"}
+    verdicts = check_claims([
+        {**peak, "min_height": 0.03, "where": {"corrupt.label_noise": 0.2}},
+        {**peak, "min_height": 0.08, "where": {"corrupt.label_noise": 0.2}},  # 7 points is not 8
+        {**peak, "min_height": 0.03},  # the clean group has none
+        {**peak, "min_height": 0.03, "absent": True, "where": {"corrupt.label_noise": 0.0}},
+        {**peak, "metric": "ideal_final_error", "min_height": 0.03, "absent": True},
+        {**peak, "key": "n", "min_height": 0.03},  # n does not vary
+    ], trials, configs, keys)
+    assert [v.holds for v in verdicts] == [True, False, False, True, True, None]
+    assert "highest interior peak at width=8: +7.0 points above width=4, +7.0 points above width=32" in verdicts[0].evidence
+    assert "17.00% (width=8)" in verdicts[0].evidence and "(an interior peak of at least 3.0 points)" in verdicts[0].evidence
+    # the predictor: ranks agree exactly; |errors| 1, 1, 5, 1 points: 3 of 4 inside ±2, mean 2 points
+    zoo = pd.DataFrame({"configuration": list("abcd"), "ideal_at_convergence_mean": [0.10, 0.20, 0.30, 0.40],
+                        "real_final_mean": [0.11, 0.19, 0.35, 0.41], "converged_seeds": [2, 2, 2, 1], "seeds": [2] * 4})
+    score = score_predictor(zoo, band=0.02)
+    assert (score.configurations, score.inside, score.rank_correlation) == (4, 3, pytest.approx(1.0))
+    assert score.mean_abs_error == pytest.approx(0.02)
+    swapped = zoo.assign(real_final_mean=[0.11, 0.19, 0.41, 0.35])  # one swapped pair: rho = 1 - 6*2/60 = 0.8
+    assert score_predictor(swapped).rank_correlation == pytest.approx(0.8)
+    predicts = {"kind": "ideal_predicts_real", "band": 0.02}
+    verdicts = check_claims([{**predicts, "min_rank_correlation": 0.8, "min_inside": 0.75},
+                             {**predicts, "min_inside": 0.8}, {**predicts, "max_mean_abs_error": 0.015},
+                             {**predicts, "where": {"configuration": "a"}}], trials, zoo, [])
+    assert [v.holds for v in verdicts] == [True, False, False, None]
+    assert "3 of 4 (75%) within ±2.00%" in verdicts[0].evidence
+    assert "1 configurations did not converge in every seed" in verdicts[0].evidence

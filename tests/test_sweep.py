@@ -21,6 +21,9 @@ from twoworlds.lightning_modules.schedules import eval_steps
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
+# the report's study-specific plots: the model-size section where the width varies, the predictor's
+# scatter from 3 configurations on
+STUDY_PLOTS = {"double_descent": {"f_model_size.png", "e_predictor.png"}, "zoo_scatter": {"e_predictor.png"}}
 
 TINY = """
 name: {name}
@@ -152,8 +155,10 @@ def test_every_shipped_study_runs_its_smoke_variant_end_to_end(tmp_path, path):
         assert argv.startswith(f"twoworlds sweep {path} --smoke --report"), argv
     report = tmp_path / study / "report"  # the study report, with all four plot kinds
     assert f"[report] written: {report / 'index.html'}" in result.stdout
-    assert {p.name for p in report.glob("*.png")} >= {"a_curves.png", "b_scatter.png", "c_heatmaps.png",
-                                                      "d_speed_vs_generalization.png"}
+    pngs = {p.name for p in report.glob("*.png")}
+    assert pngs >= {"a_curves.png", "b_scatter.png", "c_heatmaps.png", "d_speed_vs_generalization.png",
+                    "g_weight_movement.png"}  # every run logs its weight movement
+    assert pngs >= STUDY_PLOTS.get(path.stem, set())
     if extra:  # CIFAR-5m runs are also evaluated on CIFAR-10's test set, as in the paper
         assert all("test_cifar10/soft_error" in s["final"] for s in runs.values())
 
@@ -176,6 +181,8 @@ def test_a_failing_trial_is_retried_from_its_checkpoint_and_a_diverged_one_is_no
     from twoworlds.launch.run import run_trial
     twin = run_trial(_twin_cfg(tmp_path, victim))
     assert runs[victim]["final"]["test/soft_error"] == pytest.approx(twin["final"]["test/soft_error"], rel=1e-4)
+    # w0 is rebuilt from the seed on the retry: the weight movement continues as in the uninterrupted twin
+    assert runs[victim]["final"]["weight_movement"] == pytest.approx(twin["final"]["weight_movement"], rel=1e-4)
 
 
 def _twin_cfg(tmp_path, victim):
