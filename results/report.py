@@ -384,7 +384,8 @@ def _predictor_blocks(a: Analysis, out: Path) -> list[Block]:
 def size_table(a: Analysis) -> tuple[pd.DataFrame, dict]:
     """One row per configuration of a study whose width varies, with `group` (the other keys' label) and
     `width`; and per group, the interpolation threshold: the smallest width whose Real World fits its
-    n samples (final train 0/1 error < the convergence threshold in every seed). Empty without widths."""
+    n samples (final train 0/1 error < the convergence threshold in every seed). Only groups with at
+    least 3 widths (a zoo's one or two widths per family say nothing about model size): empty without."""
     c = a.configs
     if "model.width" not in a.keys or c["model.width"].nunique() < 3:
         return pd.DataFrame(), {}
@@ -393,7 +394,9 @@ def size_table(a: Analysis) -> tuple[pd.DataFrame, dict]:
                  group=[label({k: r[k] for k in others}) for _, r in c.iterrows()] if others else "all")
     per_seed = a.pairs.assign(fit=a.pairs.real_final_train_error < a.threshold).groupby("configuration").fit.all()
     t["fits"] = [bool(per_seed.get(cfg, False)) for cfg in t.configuration]
-    t = t.sort_values(["group", "width"], kind="stable")
+    t = t[t.groupby("group").width.transform("nunique") >= 3].sort_values(["group", "width"], kind="stable")
+    if not len(t):
+        return pd.DataFrame(), {}
     thresholds = {g: (float(s.width[s.fits].min()) if s.fits.any() else None) for g, s in t.groupby("group", sort=False)}
     return t, thresholds
 

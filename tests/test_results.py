@@ -163,10 +163,13 @@ def test_report_files_plots_and_self_contained_html(study):
     study_dir, skipped = study
     report = build_report(study_dir)
     index, out = report.index, report.index.parent
-    for stem in ("a_curves", "b_scatter", "c_heatmaps", "d_speed_vs_generalization"):
+    # (e): 3 configurations or more; (g): every run logs its weight movement; no (f): the width does not vary
+    stems = ("a_curves", "b_scatter", "c_heatmaps", "d_speed_vs_generalization", "e_predictor", "g_weight_movement")
+    for stem in stems:
         assert (out / f"{stem}.png").stat().st_size > 10_000
+    assert not (out / "f_model_size.png").exists()
     html = index.read_text()
-    assert len(re.findall(r"src='data:image/png;base64,", html)) == 4
+    assert len(re.findall(r"src='data:image/png;base64,", html)) == len(stems)
     assert not re.search(r"src=['\"](?!data:)", html)  # nothing to fetch: it can be mailed
     md = (out / "report.md").read_text()
     assert "For the MLP:" in md and "For the CNN:" in md
@@ -183,10 +186,10 @@ def test_the_html_report_as_a_person_sees_it_at_1280_px(study, tmp_path):
     from twoworlds.results.report import build_report
     index = build_report(study[0]).index
     seen = browser.inspect(index, tmp_path)
-    assert [i["natural_width"] > 0 for i in seen["images"]] == [True] * 4, seen["images"]
+    assert [i["natural_width"] > 0 for i in seen["images"]] == [True] * 6, seen["images"]
     assert seen["scroll_width"] <= seen["width"] <= 1280 and seen["overflow"] == [], seen["overflow"]
-    assert len(seen["tables"]) == 3
-    for table in seen["tables"]:  # summary, power laws, trials: whole, without scrolling
+    assert len(seen["tables"]) == 4
+    for table in seen["tables"]:  # summary, weight movement, power laws, trials: whole, without scrolling
         assert table["min_font_px"] >= 11 and not table["scrolls"] and table["width"] <= table["shown"] + 0.5, table
     browser.screenshot(index, tmp_path / "report.png", 1280, min(seen["height"], 16_000))
 

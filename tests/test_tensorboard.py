@@ -23,9 +23,18 @@ from tb_read import read_hparams, read_scalars
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 from twoworlds.launch import config, trial_state
 from twoworlds.launch.run import run_trial
-from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, TRAIN_FLOPS, metric_name
+from twoworlds.lightning_modules.metrics import (
+    KINDS,
+    SOFT_ERROR,
+    TEST,
+    TRAIN,
+    TRAIN_FLOPS,
+    WEIGHT_MOVEMENT,
+    metric_name,
+)
 
-FINAL_TAGS = [f"final/{metric_name(s, k)}" for s in (TEST, TRAIN) for k in KINDS]  # every trial declares all
+# every trial declares all
+FINAL_TAGS = [f"final/{metric_name(s, k)}" for s in (TEST, TRAIN) for k in KINDS] + [f"final/{WEIGHT_MOVEMENT}"]
 SERVER_DEADLINE_S = 60  # start-up and first load of the logdir; a tiny study loads in a few seconds
 TRIALS = ("real", "ideal", "diverged")
 # The HPARAMS session status each trial's summary.json status must show as.
@@ -49,7 +58,7 @@ def study(tmp_path_factory) -> dict[str, Path]:
 
 def logged_columns(csv: pd.DataFrame) -> list[str]:
     """The metrics.csv columns EvaluationCallback also logs to TensorBoard."""
-    return [c for c in csv.columns if "/" in c or c in ("lr", TRAIN_FLOPS)]
+    return [c for c in csv.columns if "/" in c or c in ("lr", TRAIN_FLOPS, WEIGHT_MOVEMENT)]
 
 
 def f32(values) -> np.ndarray:
