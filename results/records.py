@@ -29,9 +29,14 @@ BOOKKEEPING_KEYS = ("name", "study", "out_dir", "progress", "check_every")
 def atomic_write(path: Path, write: Callable[[Path], object], replace: bool = True) -> Path:
     """`write(tmp)` into a temporary file beside `path`, then rename it onto `path`, so a reader
     never sees a half-written file. `replace=False` leaves the rename to another caller (e.g. the
-    one DDP rank that owns the file, after every rank took part in writing it)."""
+    one DDP rank that owns the file, after every rank took part in writing it).
+
+    The temporary name carries the process id: two processes writing the same file at once (a sweep
+    driver marking a cut-off trial `interrupted` while the trial itself records the same) each rename
+    their own whole file, and the last one wins; a shared name let one rename the other's file away
+    and fail with FileNotFoundError."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     write(tmp)
     if replace:
         os.replace(tmp, path)

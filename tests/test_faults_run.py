@@ -116,6 +116,30 @@ def test_resume_refuses_overrides_other_than_the_stored_ones_and_keeps_sweep_jso
 # --- C: torn and malformed files --------------------------------------------------------------------
 
 
+def _write_many(path: Path, text: str, times: int) -> None:
+    from twoworlds.results.records import atomic_write_text
+    for _ in range(times):
+        atomic_write_text(path, text)
+
+
+def test_two_processes_writing_one_file_at_once_each_leave_a_whole_file(tmp_path):
+    """A sweep driver marks a cut-off trial 'interrupted' while the trial records the same: two
+    processes write one summary.json at once. Neither may fail (a shared temporary name let one
+    rename the other's away: FileNotFoundError, seen in a Ctrl-C test), and the file is always one
+    writer's whole text."""
+    import multiprocessing
+    path = tmp_path / "summary.json"
+    texts = [json.dumps({"status": "interrupted", "by": who, "pad": "x" * 20_000}) for who in ("driver", "trial")]
+    procs = [multiprocessing.get_context("fork").Process(target=_write_many, args=(path, t, 400)) for t in texts]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert path.read_text() in texts
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left behind
+
+
 def test_a_torn_last_row_is_dropped_with_a_warning_naming_the_file(finished, capsys):
     cfg, run_dir = finished
     metrics = run_dir / "metrics.csv"
