@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 
 import pytest
 from twoworlds.launch import config
+
+# Ctrl-C as at a terminal. A non-interactive shell starts a background command (`bash .ci/run &`, a CI
+# runner's job) with SIGINT ignored; every process the tests start would inherit that, keep training
+# through the real SIGINTs of the fault tests, and time out. `twoworlds` itself rightly keeps an
+# inherited SIG_IGN (nohup, background jobs): it is the test session that models a person at a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TINY = ["source=teacher", "progress=false", "n=128", "steps=40", "batch_size=16", "data.test_size=256",
         "eval.points=8", "model.width=32", "model.depth=2", "study=t"]

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pytest
@@ -183,20 +182,11 @@ def test_ctrl_c_records_interrupted_exits_130_and_never_reads_a_planted_checkpoi
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        # two rows: the training loop is well under way (not in Lightning's start-up)
-        while not (run_dir / "metrics.csv").exists() or len((run_dir / "metrics.csv").read_text().splitlines()) < 3:
+        while not (run_dir / "metrics.csv").exists() or len((run_dir / "metrics.csv").read_text().splitlines()) < 2:
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            # Seen once in ~6 full CI runs on a loaded 2-core machine: the first SIGINT had no effect
-            # (no KeyboardInterrupt, nothing on stderr) and not reproduced since. A person presses Ctrl-C
-            # again; the guarantees below must hold either way, and the warning keeps it visible.
-            warnings.warn("the first SIGINT did not stop `twoworlds run` within 60 s; sent a second one", stacklevel=1)
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 130, err[-2000:]
