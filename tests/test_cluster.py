@@ -184,6 +184,14 @@ def _assert_smoke_study_completed(out_dir: Path) -> Path:
     return study
 
 
+def _trial_tracebacks(err: str) -> list[str]:
+    """The tracebacks in a worker's stderr, except Ray's own SIGTERM of an idle actor at the end of the
+    job: its handler raises SystemExit wherever the actor happens to be, and when that is a weakref
+    callback Python prints it as 'Exception ignored' (seen once in CI, after every trial had completed)."""
+    blocks = err.split("Traceback (most recent call last):")[1:]
+    return [b for b in blocks if not ("in sigterm_handler" in b and "SystemExit: 1" in b)]
+
+
 def test_sweep_runs_on_a_two_node_cluster(cluster, tmp_path):
     out_dir = tmp_path / "runs"
     cmd = [sys.executable, "-m", "twoworlds.launch.cli", "sweep", "sweeps/quickstart.yaml", "--smoke",
@@ -210,7 +218,7 @@ def test_sweep_runs_on_a_two_node_cluster(cluster, tmp_path):
     assert actors["worker"] and not actors.get("head"), (actors, ran_on)
     for log in actors["worker"]:
         err = log.with_suffix(".err").read_text()
-        assert "Traceback" not in err, (log, err[-2000:])
+        assert not _trial_tracebacks(err), (log, err[-2000:])
     print(f"trials ran on: {ran_on}")
 
 
