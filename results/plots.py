@@ -215,23 +215,32 @@ def plot_heatmaps(configs: pd.DataFrame, keys: list[str], out_dir: Path, panels:
     return _save(fig, out_dir / "c_heatmaps.png")
 
 
+_MARKERS = "osD^vP*Xph<>"
+
+
+def _family_styles(configs: pd.DataFrame) -> list[tuple[str, object, bool]]:
+    """(marker, colour, wrapped) per configuration of plots (d) and (e): colour = model family, marker =
+    the configuration's rank within its family; `wrapped` once a family has used every marker."""
+    fam = configs["model.name"].astype(str) if "model.name" in configs else pd.Series(["all"] * len(configs))
+    families, seen, out = list(dict.fromkeys(fam)), {}, []
+    for f in fam:
+        k = seen[f] = seen.get(f, -1) + 1
+        out.append((_MARKERS[k % len(_MARKERS)], plt.get_cmap("tab10")(families.index(f) % 10), k >= len(_MARKERS)))
+    return out
+
+
 def plot_speed(configs: pd.DataFrame, out_dir: Path, budget: str) -> Path:
     """(d): one point per configuration: colour = family, marker = the rest of the configuration,
     named in the legend (labels next to points would collide where configurations share an Ideal twin).
     `budget` names where the Ideal World's error was taken ('step 1,000', '3.2e+12 training FLOPs');
     a configuration whose Ideal World curve does not cover it has no point and says so in the legend."""
     fig, ax = plt.subplots(figsize=(8.6, 5.4), constrained_layout=True)
-    fam = configs["model.name"].astype(str) if "model.name" in configs else pd.Series(["all"] * len(configs))
-    families = list(dict.fromkeys(fam))
-    markers = "osD^vP*Xph<>"
-    seen: dict[str, int] = {}
-    for r, f in zip(configs.itertuples(), fam, strict=True):
-        k = seen[f] = seen.get(f, -1) + 1
+    for r, (marker, colour, wrapped) in zip(configs.itertuples(), _family_styles(configs), strict=True):
         reached = r.ideal_at_step_mean == r.ideal_at_step_mean  # not NaN
         missing = "" if reached else "  (no point: its Ideal World curve misses this budget)"
         ax.errorbar(r.ideal_at_step_mean, r.real_final_mean, xerr=r.ideal_at_step_std, yerr=r.real_final_std,
-                    fmt=markers[k % len(markers)], color=plt.get_cmap("tab10")(families.index(f) % 10),
-                    label=r.configuration + missing, capsize=2, ms=7, mfc="none" if k >= len(markers) else None)
+                    fmt=marker, color=colour, label=r.configuration + missing, capsize=2, ms=7,
+                    mfc="none" if wrapped else None)
     shown = configs.dropna(subset=["ideal_at_step_mean"])
     shown = shown if len(shown) else configs
     ends = [shown[f"{c}_mean"] + sign * shown[f"{c}_std"] for c in ("ideal_at_step", "real_final")
@@ -249,17 +258,6 @@ def plot_speed(configs: pd.DataFrame, out_dir: Path, budget: str) -> Path:
     return _save(fig, out_dir / "d_speed_vs_generalization.png")
 
 
-def _family_styles(configs: pd.DataFrame) -> list[tuple[str, str, object]]:
-    """(family, marker, colour) per configuration: colour = model family, marker = the rest."""
-    fam = configs["model.name"].astype(str) if "model.name" in configs else pd.Series(["all"] * len(configs))
-    families, seen, out = list(dict.fromkeys(fam)), {}, []
-    markers = "osD^vP*Xph<>"
-    for f in fam:
-        k = seen[f] = seen.get(f, -1) + 1
-        out.append((f, markers[k % len(markers)], plt.get_cmap("tab10")(families.index(f) % 10)))
-    return out
-
-
 def plot_predictor(configs: pd.DataFrame, out_dir: Path, band: float, score) -> Path:
     """(e): the paper's scatter: per configuration, the Ideal World's test soft error at the step where
     its Real World converged (x) against the Real World's final test soft error (y), y = x and a ±band.
@@ -267,7 +265,7 @@ def plot_predictor(configs: pd.DataFrame, out_dir: Path, band: float, score) -> 
     step). `score`: claims.PredictorScore of the same points, for the title."""
     fig, ax = plt.subplots(figsize=(8.6, 5.4), constrained_layout=True)
     t = configs.dropna(subset=["ideal_at_convergence_mean", "real_final_mean"])
-    for r, (_, marker, colour) in zip(t.itertuples(), _family_styles(t), strict=True):
+    for r, (marker, colour, _) in zip(t.itertuples(), _family_styles(t), strict=True):
         converged = r.converged_seeds == r.seeds
         ax.errorbar(r.ideal_at_convergence_mean, r.real_final_mean, xerr=r.ideal_at_convergence_std,
                     yerr=r.real_final_std, fmt=marker, color=colour, capsize=2, ms=7, mfc=None if converged else "none",
