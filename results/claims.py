@@ -101,6 +101,18 @@ def _num(metric: str, v: float) -> str:
     return f"{v:.3g}" if metric in RATIO_METRICS else _pct(v)
 
 
+def _delta(metric: str, d: float) -> str:
+    """A signed difference of `metric`: '+12 steps', '+0.0423' (ratios), '+3.1 points' (error rates)."""
+    if metric in STEP_METRICS:
+        return f"{d:+,.0f} steps"
+    return f"{d:+.3g}" if metric in RATIO_METRICS else f"{100 * d:+.1f} points"
+
+
+def _by_key(g: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Rows in numeric order of `key` (text values last, in their order)."""
+    return g.sort_values(key, key=lambda s: pd.to_numeric(s, errors="coerce"), kind="stable")
+
+
 def _metric(configs: pd.DataFrame, metric: str, steps: int) -> pd.Series:
     values = configs[f"{metric}_mean"].astype(float)
     return values.fillna(steps) if metric == "converged_at" else values
@@ -212,10 +224,8 @@ def _larger_effect(c, trials, configs, keys, steps):
         raise _NotCheckable(f"need configurations of both {group}={c['larger']} and {group}={c['smaller']}")
     big, small = (sum(changes[str(v)]) / len(changes[str(v)]) for v in (c["larger"], c["smaller"]))
     m = c["metric"]
-    fmt = (lambda v: f"{v:+,.0f} steps") if m in STEP_METRICS else (
-        lambda v: f"{100 * v:+.1f} points")
-    return (f"{METRICS[m]} change with {c['key']} {c['from']} → {c['to']}: {c['larger']} {fmt(big)}, "
-            f"{c['smaller']} {fmt(small)}"), bool(big > small)
+    return (f"{METRICS[m]} change with {c['key']} {c['from']} → {c['to']}: {c['larger']} {_delta(m, big)}, "
+            f"{c['smaller']} {_delta(m, small)}"), bool(big > small)
 
 
 @_CHECKS.register("monotone")
@@ -225,15 +235,11 @@ def _monotone(c, trials, configs, keys, steps):
     tol = float(c.get("tolerance", 0.0))
     ok, parts = True, []
     for name, _, g in _groups(c, configs, keys, steps):
-        g = g.sort_values(key, key=lambda s: pd.to_numeric(s, errors="coerce"))
+        g = _by_key(g, key)
         v = g._m.to_numpy()
         ok &= bool(all(sign * (v[i + 1] - v[i]) >= -tol for i in range(len(v) - 1)))
         parts.append(f"{name}: " + " → ".join(f"{_num(m, x)} ({key}={k})" for x, k in zip(v, g[key], strict=True)))
     return f"{METRICS[m]}: " + "; ".join(parts) + f" (tolerance {_num(m, tol)})", ok
-
-
-def _by_key(g: pd.DataFrame, key: str) -> pd.DataFrame:
-    return g.sort_values(key, key=lambda s: pd.to_numeric(s, errors="coerce"), kind="stable")
 
 
 @dataclass
@@ -262,7 +268,6 @@ def find_peak(values) -> Peak | None:
 def _peak(c, trials, configs, keys, steps):
     key, m, absent = c["key"], c["metric"], bool(c.get("absent", False))
     margin = float(c.get("min_height", 0.0))
-    points = lambda d: f"{100 * d:+.1f} points" if m not in (*STEP_METRICS, *RATIO_METRICS) else f"{d:+.3g}"  # noqa: E731
     ok, parts = True, []
     for name, _, g in _groups(c, configs, keys, steps):
         g = _by_key(g, key)
@@ -275,11 +280,11 @@ def _peak(c, trials, configs, keys, steps):
         ok &= found != absent
         leaf = key.split(".")[-1]
         what = "highest interior peak" if p.height > 0 else "no interior point above both sides; the closest"
-        where = (f"{what} at {leaf}={k[p.at]}: {points(v[p.at] - v[p.low])} above {leaf}={k[p.low]}, "
-                 f"{points(v[p.at] - v[-1])} above {leaf}={k[-1]}")
+        where = (f"{what} at {leaf}={k[p.at]}: {_delta(m, v[p.at] - v[p.low])} above {leaf}={k[p.low]}, "
+                 f"{_delta(m, v[p.at] - v[-1])} above {leaf}={k[-1]}")
         parts.append(f"{name}: {curve}; {where}")
     want = "no interior peak" if absent else "an interior peak"
-    return f"{METRICS[m]}: " + "; ".join(parts) + f" ({want} of at least {points(margin).lstrip('+')})", bool(ok)
+    return f"{METRICS[m]}: " + "; ".join(parts) + f" ({want} of at least {_delta(m, margin).lstrip('+')})", bool(ok)
 
 
 def predictor_table(configs: pd.DataFrame) -> pd.DataFrame:
