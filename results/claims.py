@@ -339,7 +339,7 @@ def _ideal_predicts_real(c, trials, configs, keys, steps):
     if "max_mean_abs_error" in c:
         ok &= score.mean_abs_error <= c["max_mean_abs_error"]
         bounds.append(f"mean absolute error ≤ {_pct(c['max_mean_abs_error'])}")
-    unconverged = configs.converged_seeds < configs.seeds if "converged_seeds" in configs else []
+    unconverged = sel.converged_seeds < sel.seeds if "converged_seeds" in sel else []
     note = (f"; {int(sum(unconverged))} configurations did not converge in every seed (their predictor is taken "
             "at the last step)") if sum(unconverged) else ""
     return f"{score.sentence()}{note} ({', '.join(bounds) or 'no bound'})", bool(ok)

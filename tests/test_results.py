@@ -401,3 +401,5 @@ def test_peak_and_predictor_claims_on_constructed_tables():
     assert [v.holds for v in verdicts] == [True, False, False, None]
     assert "3 of 4 (75%) within ±2.00%" in verdicts[0].evidence
     assert "1 configurations did not converge in every seed" in verdicts[0].evidence
+    converged = check_claims([{**predicts, "where": {"converged_seeds": 2}}], trials, zoo, [])[0]
+    assert "did not converge" not in converged.evidence  # counted over the claim's own configurations
