@@ -21,6 +21,7 @@ from twoworlds.lightning_modules.metrics import (
     TRAIN,
     TRAIN_FLOPS,
     WEIGHT_MOVEMENT,
+    is_final_metric,
     metric_name,
 )
 from twoworlds.results.formats import duration
@@ -31,7 +32,7 @@ ROW_FIELDS = ("step", "epoch", "samples_seen", TRAIN_FLOPS, "lr", "wall_time", W
 def tensorboard_scalars(row: dict) -> dict:
     """The columns of an evaluation row that also go to TensorBoard: the metrics, lr, train_flops and
     the weight movement."""
-    return {k: v for k, v in row.items() if "/" in k or k in ("lr", TRAIN_FLOPS, WEIGHT_MOVEMENT)}
+    return {k: v for k, v in row.items() if is_final_metric(k) or k in ("lr", TRAIN_FLOPS)}
 
 
 class EvaluationCallback(pl.Callback):

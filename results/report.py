@@ -201,10 +201,14 @@ def _steps(v: float) -> str:
     return "—" if v != v else f"{v:,.0f}"
 
 
+def _pm(c: pd.DataFrame, col: str, **kw) -> list[str]:
+    """Column `col` of a configurations table as 'mean ± std' per row (formats.fmt_pm)."""
+    return [fmt_pm(m, s, int(k), **kw) for m, s, k in zip(c[f"{col}_mean"], c[f"{col}_std"], c.seeds, strict=True)]
+
+
 def summary_table(a: Analysis) -> pd.DataFrame:
     c = a.configs
-    pm = lambda col, **kw: [fmt_pm(m, s, int(k), **kw) for m, s, k in zip(c[f"{col}_mean"], c[f"{col}_std"], c.seeds,  # noqa: E731
-                                                                            strict=True)]
+    pm = lambda col, **kw: _pm(c, col, **kw)  # noqa: E731
     table = pd.DataFrame({
         "configuration": c.configuration, "seeds": c.seeds.astype(int),
         "Real converged at step": [f"{_steps(m)} ({int(k)}/{int(n)})" for m, k, n in
@@ -410,7 +414,7 @@ def _size_blocks(a: Analysis, out: Path) -> list[Block]:
     classes = int(real.num_classes.dropna().iloc[0]) if real.num_classes.notna().any() else None
     sentences = []
     for g, s in t.groupby("group", sort=False):
-        words = [] if g == "all" else [f"{g}: "]
+        words = []
         w = thresholds[g]
         if w is None:
             words.append(f"no width fitted its training labels (final train error < {a.threshold:.0%} in every seed)")
@@ -438,14 +442,12 @@ def _size_blocks(a: Analysis, out: Path) -> list[Block]:
             else:
                 words.append(f"{what} has no interior peak (highest {_pct(v[p.at])} at width {at:g} is not above "
                              "both sides)")
-        sentences.append(words[0] + "; ".join(words[1:]) + "." if g != "all" else
-                         words[0][0].upper() + words[0][1:] + "; " + "; ".join(words[1:]) + ".")
+        body = "; ".join(words) + "."
+        sentences.append(body[0].upper() + body[1:] if g == "all" else f"{g}: {body}")
     table = pd.DataFrame({
         "configuration": t.configuration, "parameters": [f"{p:,.0f}" for p in t.num_parameters_mean],
-        "Real train err, last": [fmt_pm(m, sd, int(k), digits=2) for m, sd, k in
-                                 zip(t.real_final_train_error_mean, t.real_final_train_error_std, t.seeds, strict=True)],
-        **{name: [fmt_pm(m, sd, int(k), digits=2, sign=col.startswith("gap")) for m, sd, k in
-                  zip(t[f"{col}_mean"], t[f"{col}_std"], t.seeds, strict=True)]
+        "Real train err, last": _pm(t, "real_final_train_error", digits=2),
+        **{name: _pm(t, col, digits=2, sign=col.startswith("gap"))
            for col, name in (("real_final_error", "Real test 0/1 err"), ("ideal_final_error", "Ideal test 0/1 err"),
                              ("gap_final_error", "bootstrap 0/1 err"), ("real_final", "Real test soft err"),
                              ("ideal_final", "Ideal test soft err"))}})
