@@ -2,7 +2,7 @@
 
 `CorruptedSource` wraps any source: its `get` reads the clean samples and corrupts them. Every
 corruption is a pure function of (data.seed, sample id) through the counter hash of `rng`
-(DESIGN.md invariant 7), so a sample is corrupted the same way in every epoch, in every batch
+(invariant 7 of docs/invariants.md), so a sample is corrupted the same way in every epoch, in every batch
 composition, on every DDP rank, and in both worlds; the run seed plays no part. Because the
 wrapper sits under both loader backends, the FFCV .beton is written from corrupted samples (its
 cache key then holds the corruption settings: launch/run.py).

@@ -1,6 +1,6 @@
 """Index-addressable random numbers: every draw is a pure function of (seed, sample id, stream).
 
-This is what makes sources *index-addressable* (DESIGN.md): sample i can be generated alone, in any
+This is what makes sources *index-addressable* (docs/invariants.md): sample i can be generated alone, in any
 batch, on any DDP rank, and it is always the same sample. There is no generator state to carry
 around, so the Ideal World can generate each batch on the fly from its fresh ids.
 

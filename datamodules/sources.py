@@ -1,7 +1,7 @@
 """Sources: index-addressable training pools with a test set beside them.
 
 A source maps integer sample ids to (input, label). Sample i is a pure function of (source seed, i)
-(DESIGN.md), so the world switch can reason about *ids* alone: which ids a world draws, in which
+(docs/invariants.md), so the world switch can reason about *ids* alone: which ids a world draws, in which
 order, on which rank. Training-pool ids and test ids are disjoint ranges:
 
     pool ids  [0, pool_size)                      (pool_size None = unbounded: [0, TEST_OFFSET))

@@ -1,6 +1,6 @@
 """The world switch: which pool ids each optimizer step trains on, in the Real or the Ideal World.
 
-Everything here is about *ids*, so each invariant of DESIGN.md can be tested on ids alone:
+Everything here is about *ids*, so each invariant of docs/invariants.md can be tested on ids alone:
 
 - Ideal World: step s trains on global batch `ideal_ids[s*B:(s+1)*B]`, T*B distinct pool ids in
   all (invariant 2). Unbounded pools take a consecutive run of fresh ids (samples are i.i.d. by

@@ -15,14 +15,12 @@ from twoworlds.launch.config import EarlyStopConfig
 from twoworlds.launch.recorder import RunRecorder
 from twoworlds.lightning_modules.classification import ClassificationModule
 from twoworlds.lightning_modules.metrics import (
-    ERROR,
-    SOFT_ERROR,
-    TEST,
-    TRAIN,
+    TEST_SOFT_ERROR,
+    TRAIN_ERROR,
     TRAIN_FLOPS,
+    TRAIN_SOFT_ERROR,
     WEIGHT_MOVEMENT,
     is_final_metric,
-    metric_name,
 )
 from twoworlds.results.formats import duration
 
@@ -82,7 +80,7 @@ class EvaluationCallback(pl.Callback):
 
     def _check_converged(self, trainer: pl.Trainer, row: dict, step: int) -> None:
         # The train error is a synced metric, so every DDP rank takes the same decision.
-        below = row.get(metric_name(TRAIN, ERROR), 1.0) < self.early_stop.train_error_below
+        below = row.get(TRAIN_ERROR, 1.0) < self.early_stop.train_error_below
         self._below = self._below + 1 if below else 0
         if self._below >= self.early_stop.patience and step < trainer.max_steps:
             self.stopped_early_at = step
@@ -128,8 +126,8 @@ class EvaluationCallback(pl.Callback):
         step, wall = row["step"], row["wall_time"]
         rate = step / wall if wall > 0 else float("nan")
         eta = (max_steps - step) / rate if rate > 0 else float("nan")
-        test = row.get(metric_name(TEST, SOFT_ERROR), float("nan"))
-        train = row.get(metric_name(TRAIN, SOFT_ERROR))
+        test = row.get(TEST_SOFT_ERROR, float("nan"))
+        train = row.get(TRAIN_SOFT_ERROR)
         train_txt = f"  train soft err {train:.4f}" if train is not None else ""
         print(f"[{self.label}] step {step:>7,}/{max_steps:,} ({100 * step / max_steps:3.0f}%)  "
               f"test soft err {test:.4f}{train_txt}  {rate:,.0f} steps/s  eta {duration(eta)}", flush=True)

@@ -31,7 +31,13 @@ from twoworlds.launch.tensorboard_log import (
 )
 from twoworlds.lightning_modules.classification import ClassificationModule, OutputScaled
 from twoworlds.lightning_modules.flops import training_flops_per_sample
-from twoworlds.lightning_modules.metrics import KINDS, SOFT_ERROR, TEST, TRAIN, is_final_metric, metric_name
+from twoworlds.lightning_modules.metrics import (
+    KINDS,
+    TEST_SOFT_ERROR,
+    TRAIN_SOFT_ERROR,
+    is_final_metric,
+    metric_name,
+)
 from twoworlds.lightning_modules.networks import build_network
 from twoworlds.lightning_modules.schedules import eval_steps
 
@@ -260,8 +266,8 @@ def run_pair(cfg: DictConfig) -> tuple[dict, dict]:
 
 def comparison_table(real: dict, ideal: dict) -> str:
     """Step-by-step real vs ideal test soft error and their gap (the bootstrap error)."""
-    key = metric_name(TEST, SOFT_ERROR)
-    train_key = metric_name(TRAIN, SOFT_ERROR)
+    key = TEST_SOFT_ERROR
+    train_key = TRAIN_SOFT_ERROR
     ideal_by_step = {r["step"]: r for r in ideal["rows"]}
     lines = [f"Real World ({real['trial']}, n={real['n']:,}) vs Ideal World ({ideal['trial']})",
              f"{'step':>8} {'samples':>11} {'real test':>10} {'ideal test':>11} {'gap':>8} {'real train':>11}",

@@ -35,7 +35,9 @@ from twoworlds.launch import config, trial_state  # noqa: E402
 from twoworlds.launch.config import ConfigError  # noqa: E402
 from twoworlds.launch.recorder import source_root  # noqa: E402
 from twoworlds.launch.sweep_spec import Sweep  # noqa: E402
-from twoworlds.lightning_modules.metrics import SOFT_ERROR, TEST, metric_name  # noqa: E402
+from twoworlds.lightning_modules.metrics import (
+    TEST_SOFT_ERROR,  # noqa: E402,
+)
 from twoworlds.results.formats import duration  # noqa: E402
 
 TUNE_DIR = "_tune"
@@ -138,7 +140,7 @@ class SweepProgress(tune.Callback):
         name = _name(trial)
         self.running.discard(name)
         self.done.add(name)
-        err = (trial.last_result or {}).get(metric_name(TEST, SOFT_ERROR))
+        err = (trial.last_result or {}).get(TEST_SOFT_ERROR)
         status = (trial.last_result or {}).get("status", "completed")
         self._line(f"{status} {name}" + (f" (test soft error {err:.4f})" if err is not None else ""))
 

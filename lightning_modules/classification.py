@@ -104,7 +104,7 @@ class ClassificationModule(pl.LightningModule):
         self.seen = SeenIds(*id_range) if id_range is not None else None
         self.output_scale = output_scale  # alpha of OutputScaled (None: the plain network); divides the lr
         # The trainable weights at initialization, for the relative weight movement |w - w0| / |w0|. Not in
-        # checkpoints: the initial weights are a function of the seed (DESIGN invariant 5), and a resumed
+        # checkpoints: the initial weights are a function of the seed (invariant 5, docs/invariants.md), and a resumed
         # run builds this module, w0 included, before it loads the trained weights.
         w0 = [p.detach().reshape(-1) for p in self._trainable()]
         self.register_buffer("w0", torch.cat(w0).clone() if w0 else torch.zeros(0), persistent=False)

@@ -21,6 +21,11 @@ def metric_name(split: str, kind: str) -> str:
     return f"{split}/{kind}"
 
 
+# The names read most often, written once: the test and train 0/1 and soft errors.
+TEST_ERROR, TEST_SOFT_ERROR = metric_name(TEST, ERROR), metric_name(TEST, SOFT_ERROR)
+TRAIN_ERROR, TRAIN_SOFT_ERROR = metric_name(TRAIN, ERROR), metric_name(TRAIN, SOFT_ERROR)
+
+
 # A trial's last evaluation, as the report's trial table and TensorBoard's HPARAMS tab name it:
 # f"{FINAL}/{set}/{kind}", e.g. "final/test/soft_error".
 FINAL = "final"

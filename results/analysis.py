@@ -15,18 +15,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from twoworlds.lightning_modules.metrics import (
-    ERROR,
-    SOFT_ERROR,
-    TEST,
-    TRAIN,
+    TEST_ERROR,
+    TEST_SOFT_ERROR,
+    TRAIN_ERROR,
     TRAIN_FLOPS,
+    TRAIN_SOFT_ERROR,
     WEIGHT_MOVEMENT,
-    metric_name,
 )
 from twoworlds.results.formats import fmt_pm  # noqa: F401  (re-exported: analysis.fmt_pm)
 
-TEST_SOFT, TEST_ERR = metric_name(TEST, SOFT_ERROR), metric_name(TEST, ERROR)
-TRAIN_SOFT, TRAIN_ERR = metric_name(TRAIN, SOFT_ERROR), metric_name(TRAIN, ERROR)
+TEST_SOFT, TEST_ERR = TEST_SOFT_ERROR, TEST_ERROR
+TRAIN_SOFT, TRAIN_ERR = TRAIN_SOFT_ERROR, TRAIN_ERROR
 CONVERGED_BELOW = 0.01  # Real World train error that counts as converged (the paper's 1%)
 LEARNING_STARTED = 0.9  # learning has begun once the Ideal World's test error is 10% below its first value
 

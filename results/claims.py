@@ -51,7 +51,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
-from twoworlds.lightning_modules.metrics import ERROR, TEST, TRAIN, final_name, metric_name
+from twoworlds.lightning_modules.metrics import (
+    TEST_ERROR,
+    TRAIN_ERROR,
+    final_name,
+)
 from twoworlds.lightning_modules.registry import Registry
 from twoworlds.results.analysis import label
 from twoworlds.results.claim_spec import (
@@ -158,8 +162,8 @@ def _gap(c, trials, configs, keys, steps):
 @_CHECKS.register("memorizes_at_chance")
 def _memorizes(c, trials, configs, keys, steps):
     real = _need(_select(trials[trials.world == "real"], c.get("where")), "matching Real World trials")
-    train = real[final_name(metric_name(TRAIN, ERROR))].astype(float)
-    test = real[final_name(metric_name(TEST, ERROR))].astype(float)
+    train = real[final_name(TRAIN_ERROR)].astype(float)
+    test = real[final_name(TEST_ERROR)].astype(float)
     classes = real.num_classes.dropna() if "num_classes" in real else pd.Series(dtype=float)
     chance = f" (chance {_pct(1 - 1 / classes.iloc[0])})" if len(classes) else ""
     evidence = (f"train error {_pct(train.max())} at most (bound {_pct(c['train_error_max'])}), test error "

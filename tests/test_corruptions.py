@@ -1,5 +1,5 @@
 """Zhang et al. corruptions: exact rates, the right splits, and a pure function of (data seed, id)
-(DESIGN.md invariant 7), checked on sample ids through the sources, both worlds and both loaders."""
+(invariant 7 of docs/invariants.md), checked on sample ids through the sources, both worlds and both loaders."""
 
 from __future__ import annotations
 

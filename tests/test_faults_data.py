@@ -1,5 +1,5 @@
 """Data faults injected for real: corrupted .beton files, a changed source file, a malicious pickle,
-bad arrays files, a diverged run's summary. Each asserts the exact outcome (DESIGN.md invariant 8)."""
+bad arrays files, a diverged run's summary. Each asserts the exact outcome (invariant 8 of docs/invariants.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Faults injected for real into runs, sweeps and reports: each is refused in one line (exit 2) before
-anything is written, or recorded exactly as it happened (DESIGN.md invariant 8)."""
+anything is written, or recorded exactly as it happened (invariant 8 of docs/invariants.md)."""
 
 from __future__ import annotations
 

@@ -25,10 +25,11 @@ from twoworlds.launch import config, trial_state
 from twoworlds.launch.run import run_trial
 from twoworlds.lightning_modules.metrics import (
     KINDS,
-    SOFT_ERROR,
     TEST,
+    TEST_SOFT_ERROR,
     TRAIN,
     TRAIN_FLOPS,
+    TRAIN_SOFT_ERROR,
     WEIGHT_MOVEMENT,
     metric_name,
 )
@@ -127,7 +128,7 @@ def test_hparams_hold_each_trials_config_and_final_metrics_declared_alike(study)
         assert hp["hparams"]["optim.nesterov"] is False and hp["hparams"]["optim.milestones"] == "[0.5, 0.75]"
         assert list(hp["metrics"]) == FINAL_TAGS  # same columns whichever trial TensorBoard reads them from
         np.testing.assert_array_equal(f32(hp["metrics"].values()), f32(expected_finals(trial).values()))
-    assert np.isnan(read_hparams(study["ideal"])["metrics"][f"final/{metric_name(TRAIN, SOFT_ERROR)}"])
+    assert np.isnan(read_hparams(study["ideal"])["metrics"][f"final/{TRAIN_SOFT_ERROR}"])
     assert read_hparams(study["diverged"])["hparams"]["status"] == "diverged"
     assert {key: read_hparams(trial)["status"] for key, trial in study.items()} == SESSION_STATUS
 
@@ -236,7 +237,7 @@ def test_server_lists_each_trial_as_a_run(server, study):
 @pytest.mark.parametrize("key", TRIALS)
 def test_server_serves_the_metrics_csv_curves(server, study, key):
     csv = pd.read_csv(study[key] / "metrics.csv")
-    assert metric_name(TEST, SOFT_ERROR) in logged_columns(csv)
+    assert TEST_SOFT_ERROR in logged_columns(csv)
     for tag in logged_columns(csv):
         points = server.get("/data/plugin/scalars/scalars", run=study[key].name, tag=tag)  # [wall, step, value]
         assert [step for _, step, _ in points] == csv.step.tolist(), tag

@@ -1,4 +1,4 @@
-"""The world switch's invariants (DESIGN.md 2-5), proven on sample ids."""
+"""The world switch's invariants (docs/invariants.md, 2-5), proven on sample ids."""
 
 from __future__ import annotations
 
