@@ -28,9 +28,7 @@ class TensorBatches:
         self.dm, self.start_step = dm, start_step
 
     def __len__(self) -> int:
-        # The whole run is one epoch of `steps` batches. On resume Lightning restores its batch
-        # counter to `start_step` within that epoch, so the length stays `steps`.
-        return self.dm.plan.steps
+        return self.dm.plan.steps - self.start_step
 
     def __iter__(self) -> Iterator[Batch]:
         dm = self.dm
@@ -75,7 +73,6 @@ class WorldDataModule(pl.LightningDataModule):
         self.beton = None
         self.device = torch.device("cpu")
         self.rank, self.world_size = 0, 1
-        self.start_step = 0  # > 0 when resuming a run from a checkpoint
         self.real: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         if loader == "ffcv":
@@ -84,17 +81,15 @@ class WorldDataModule(pl.LightningDataModule):
                 raise ValueError(FFCV_MISSING)
             check_bounded(source)  # refuses unbounded pools up front
 
-    def prepare_data(self) -> None:
-        # Lightning runs this once per node (local rank 0) before `setup`: the pool's .beton is
-        # written once, and every rank's `setup` then finds and reuses it.
-        if self.loader == "ffcv":
-            from twoworlds.datamodules.ffcv_loader import write_pool_beton
-            write_pool_beton(self.source, self.cache_dir, self.cache_params)
+    def place(self, device: torch.device, rank: int = 0, world_size: int = 1) -> WorldDataModule:
+        """Where this run trains: the device batches and evaluation sets live on, and this process's
+        DDP rank among `world_size` (each takes its own slice of every global batch). Before `setup`."""
+        self.device, self.rank, self.world_size = torch.device(device), rank, world_size
+        return self
 
     def setup(self, stage: str | None = None) -> None:
-        if self.trainer is not None:
-            self.device = self.trainer.strategy.root_device
-            self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
+        """Materialize the Real World's n samples and the evaluation sets on the device; with the ffcv
+        loader, write (or verify) the pool's .beton, under a lock, so concurrent ranks write it once."""
         if self.plan.world == "real" and self.real is None:
             ids = self.plan.real_subset()
             x, y = self.source.get(ids)
@@ -138,15 +133,10 @@ class WorldDataModule(pl.LightningDataModule):
             return x
         return prepare_images(x, self.source.mean, self.source.std, 0, None, self.channels_last)
 
-    def train_dataloader(self):
+    def train_dataloader(self, start_step: int = 0):
+        """This rank's (x, y, ids) batches for steps `start_step`..`steps - 1` (a resumed run starts
+        midway and continues the same id schedule)."""
         if self.loader == "ffcv":
             from twoworlds.datamodules.ffcv_loader import FFCVBatches
-            return FFCVBatches(self, self.beton, self.start_step)
-        return TensorBatches(self, self.start_step)
-
-    # Lightning saves these in checkpoints: a resumed run continues the same id schedule.
-    def state_dict(self) -> dict:
-        return {"start_step": self.trainer.global_step if self.trainer is not None else self.start_step}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.start_step = int(state.get("start_step", 0))
+            return FFCVBatches(self, self.beton, start_step)
+        return TensorBatches(self, start_step)

@@ -246,7 +246,7 @@ class FFCVBatches:
         self.dm, self.path, self.start_step, self.num_workers = dm, Path(beton_path), start_step, num_workers
 
     def __len__(self) -> int:
-        return self.dm.plan.steps
+        return self.dm.plan.steps - self.start_step
 
     def indices(self) -> tuple[np.ndarray, int]:
         """This rank's ids for steps start_step.. laid end to end, and the per-rank batch size."""

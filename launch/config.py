@@ -77,6 +77,9 @@ class RunConfig:
     augment: int = 0  # image sources: 0 none, 1 flip, 2 pad-4 crop + flip, 3 reflect-pad crop + flip
     channels_last: bool = False  # image sources: NHWC memory format (faster convolutions on GPUs)
     check_every: int = 50  # steps between divergence checks (one host sync each)
+    # Sweep trials: seconds of training between checkpoints (taken at evaluations; 0: at every one). A
+    # retried trial redoes at most this much; a small trial never pays for a checkpoint.
+    checkpoint_every_s: float = 30.0
     progress: bool = True  # print a progress line at evaluations
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -101,7 +104,7 @@ CHOICES = {
 _NOT_IN_PAIR_KEY = ("world", "n", *BOOKKEEPING_KEYS, "device", "eval")
 # Keys that change neither the numbers nor what a trial directory holds: left out of the config hash
 # (the directory itself is <out_dir>/<study>/<name>; `progress` only prints; `data.cache_dir` only caches).
-_NOT_IN_CONFIG_HASH = ("name", "study", "out_dir", "progress", "data.cache_dir")
+_NOT_IN_CONFIG_HASH = ("name", "study", "out_dir", "progress", "checkpoint_every_s", "data.cache_dir")
 
 
 class ConfigError(ValueError):
@@ -204,6 +207,8 @@ def validate(cfg: DictConfig) -> None:
     if cfg.model.output_scale is not None and not cfg.model.output_scale > 0:
         raise ConfigError(f"model.output_scale={cfg.model.output_scale} must be > 0 (the lazy-training scale "
                           "alpha), or null for the plain network")
+    if not cfg.checkpoint_every_s >= 0:
+        raise ConfigError(f"checkpoint_every_s must be >= 0 (seconds; 0: at every evaluation), got {cfg.checkpoint_every_s}")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr must be > 0, got {cfg.optim.lr}")
     if cfg.optim.nesterov and cfg.optim.momentum <= 0:

@@ -2,8 +2,9 @@
 
 Ray >= 2.5x ("Train V2") no longer accepts Tuner(TorchTrainer); the Tune function trial builds the
 TorchTrainer itself and `TuneReportCallback` forwards the workers' reports to Tune. Each worker runs
-the same `run_trial` with Lightning's `RayDDPStrategy` (gloo on CPU, nccl on GPU). The world switch
-gives every rank its own contiguous slice of each global batch, so the invariants hold across ranks.
+the same `run_trial`, whose loop wraps the network in DistributedDataParallel over the process group Ray
+Train started (gloo on CPU, nccl on GPU). The world switch gives every rank its own contiguous slice of each
+global batch, so the invariants hold across ranks.
 Checkpoints and the finished-trial check are the same as for function trials (launch/trial_state.py).
 """
 
@@ -39,18 +40,14 @@ def ddp_trial_fn(params: dict) -> None:
 
 
 def _worker_loop(p: dict) -> None:
+    """One DDP rank: Ray Train has started the process group (gloo on CPU, nccl on GPU) before this runs; the
+    training loop (launch/loop.py) finds it, wraps the network in DistributedDataParallel and takes this rank's
+    slice of every global batch."""
     import torch
-    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
-    from twoworlds.launch.run import run_trial
-    from twoworlds.launch.sweep import fault_callbacks, quiet_ray_logs
+    from ray.train.torch import get_device
+    from twoworlds.launch.sweep import quiet_ray_logs, run_trial_reporting
 
     quiet_ray_logs()
     torch.set_num_threads(max(1, int(p["cpu"])))
     cfg = config.merge(config.schema(), p["cfg"])
-    summary = run_trial(cfg, strategy=RayDDPStrategy(), plugins=[RayLightningEnvironment()],
-                        report=trial_state.checkpointing_reporter(cfg, ray.train.report, p.get("run_id")),
-                        extra_callbacks=fault_callbacks(cfg.name),
-                        ckpt_path=trial_state.resume_checkpoint(cfg, p.get("run_id")), prepare=prepare_trainer)
-    if ray.train.get_context().get_world_rank() == 0:
-        trial_state.finish(cfg)
-    ray.train.report(trial_state.final_report(summary))
+    run_trial_reporting(cfg, p.get("run_id"), ray.train.report, device=get_device(), ddp=True)

@@ -40,6 +40,8 @@ from twoworlds.lightning_modules.metrics import (
 )
 from twoworlds.results.formats import duration  # noqa: E402
 
+from twoworlds.errors import UserError  # noqa: E402
+
 TUNE_DIR = "_tune"
 # Every Ray process of a sweep gets these (the user's environment wins). Tune waits 2 s for a finished function
 # trial's thread before reusing its actor; a loaded machine misses that, and the trial then never starts.
@@ -47,7 +49,6 @@ TUNE_DIR = "_tune"
 TRIAL_ENV = {k: os.environ.get(k, v) for k, v in {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "60",
                                                   "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}.items()}
 DDP_TRIAL_CPU = 0.01  # the Tune trial that starts a TorchTrainer only waits on it
-FAULT_ENV = "TWOWORLDS_INJECT_FAILURE"  # "<trial name>:<step>": raise once at that step (tests)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,7 +59,6 @@ FAULT_ENV = "TWOWORLDS_INJECT_FAILURE"  # "<trial name>:<step>": raise once at t
 def trial_fn(params: dict) -> None:
     """The Tune function trainable: one trial config, run to the end or to divergence."""
     import torch
-    from twoworlds.launch.run import run_trial
 
     params = params["trial"]
     quiet_ray_logs()
@@ -68,12 +68,30 @@ def trial_fn(params: dict) -> None:
         tune.report(trial_state.final_report(finished, kept=True))
         return
     torch.set_num_threads(max(1, int(params.get("threads", 1))))
-    run_id = params.get("run_id")  # this experiment's: only its own checkpoints are read (trial_state.py)
-    summary = run_trial(cfg, report=trial_state.checkpointing_reporter(cfg, tune.report, run_id),
-                        extra_callbacks=fault_callbacks(cfg.name),
-                        ckpt_path=trial_state.resume_checkpoint(cfg, run_id))
+    run_trial_reporting(cfg, params.get("run_id"), tune.report)
+
+
+def run_trial_reporting(cfg, run_id: str | None, report, device=None, ddp: bool = False) -> None:
+    """run_trial in a sweep: checkpoints in the run directory owned by this sweep experiment (`run_id`: only its
+    own are read, trial_state.py), every row reported to Ray, then the final report. A UserError (a checkpoint
+    that is not one, a trial another process holds) ends the trial as failed with its one-line reason: retrying
+    cannot help, so Tune does not. Under DDP it is raised instead: the other ranks wait in a collective, and
+    only a failed worker makes Ray Train stop the group."""
+    from twoworlds.launch.loop import Checkpoints
+    from twoworlds.launch.run import run_trial
+
+    try:
+        summary = run_trial(cfg, report=report, checkpoints=Checkpoints(cfg.checkpoint_every_s, run_id),
+                            resume_from=trial_state.resume_checkpoint(cfg, run_id), device=device)
+    except UserError as e:
+        if ddp:
+            raise
+        summary = trial_state.read_summary(trial_state.run_dir(cfg) / "summary.json") or {}
+        report({**trial_state.final_report({"final": {}, "steps_done": 0, **summary, "status": "failed"}),
+                "error": str(e)})
+        return
     trial_state.finish(cfg)
-    tune.report(trial_state.final_report(summary))
+    report(trial_state.final_report(summary))
 
 
 def quiet_ray_logs() -> None:
@@ -85,25 +103,6 @@ def quiet_ray_logs() -> None:
         logging.getLogger(context.__file__).setLevel(logging.WARNING)
     except ImportError:
         pass
-
-
-def fault_callbacks(trial: str) -> list:
-    """With FAULT_ENV="<trial>:<step>", a callback that raises once at that step of that trial, on
-    every rank: how the tests exercise retry-from-checkpoint for real. Empty otherwise."""
-    if not os.environ.get(FAULT_ENV):
-        return []
-    import pytorch_lightning as pl
-
-    target, _, step = os.environ[FAULT_ENV].rpartition(":")
-
-    class Fault(pl.Callback):
-        def on_train_batch_end(self, trainer, *args):
-            marker = Path(trainer.logger.log_dir) / f".fault-injected-{trainer.global_rank}"
-            if trial == target and trainer.global_step == int(step) and not marker.exists():
-                marker.touch()
-                raise RuntimeError(f"injected failure at step {step} ({FAULT_ENV})")
-
-    return [Fault()]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
 """A trial's TensorBoard events: one file per trial holding the curves, then the final metrics at
 the last step and the HPARAMS session (config, FLOPs per sample, the trial's real status).
 
-Lightning's TensorBoardLogger closes its writer when `fit` ends and torch's `hparams()` hard-codes
-the end status SUCCESS, so writing the hparams after `fit` gave every trial a second events file
-and showed diverged and failed trials as successful. TrialLogger keeps the writer open past `fit`;
-`write_trial_end` writes the end of the trial into the same file and closes it. A retried or
-resumed trial starts with `start_trial_log`, which replaces the earlier attempts' files (TensorBoard
-shows the first HPARAMS session it reads in a run: a failed attempt's would hide the final status).
+Written with torch's public `FileWriter` and `summary.scalar` (torch.utils.tensorboard). The HPARAMS
+session is written by hand as three summaries (experiment, session start, session end) because
+`SummaryWriter.add_hparams` writes them into a new sub-run and hard-codes the end status SUCCESS:
+TensorBoard would show a second run per trial and every diverged or failed trial as successful.
+
+A retried or resumed trial opens its events file with `TrialEvents.start`, which replays the rows
+metrics.csv kept and deletes the earlier attempts' files: TensorBoard shows the first HPARAMS
+session it reads in a run, so a failed attempt's would hide the final status.
 """
 
 from __future__ import annotations
@@ -15,12 +17,20 @@ import time
 from pathlib import Path
 
 from omegaconf import DictConfig
-from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
-from twoworlds.launch.callbacks import tensorboard_scalars
+from torch.utils.tensorboard import summary as tb_summary
+from torch.utils.tensorboard.writer import FileWriter
 from twoworlds.launch.config import flatten, to_plain
-from twoworlds.lightning_modules.metrics import KINDS, TRAIN, WEIGHT_MOVEMENT, final_name, metric_name
+from twoworlds.lightning_modules.metrics import (
+    KINDS,
+    TRAIN,
+    TRAIN_FLOPS,
+    WEIGHT_MOVEMENT,
+    final_name,
+    is_final_metric,
+    metric_name,
+)
 from twoworlds.results.records import read_rows
 
 # summary.json status -> the HPARAMS tab's session status; anything else is STATUS_UNKNOWN.
@@ -30,54 +40,57 @@ STATUS = {"completed": api_pb2.STATUS_SUCCESS, "diverged": api_pb2.STATUS_FAILUR
 _TRIAL_KEYS = ("status", "flops_per_sample")  # from summary.json, shown beside the config
 
 
-class TrialLogger(TensorBoardLogger):
-    """TensorBoardLogger whose writer outlives `fit` (Lightning's end-of-fit finalize only
-    flushes); `close` ends the events file."""
-
-    def finalize(self, status: str) -> None:
-        if self._experiment is not None:
-            self._experiment.flush()
-
-    def close(self) -> None:
-        if self._experiment is not None:
-            self._experiment.close()
+def tensorboard_scalars(row: dict) -> dict:
+    """The columns of an evaluation row that also go to TensorBoard: the metrics, lr, train_flops and
+    the weight movement."""
+    return {k: v for k, v in row.items() if is_final_metric(k) or k in ("lr", TRAIN_FLOPS)}
 
 
 def earlier_event_files(run_dir: Path) -> set[Path]:
-    """The events files already in a trial directory: earlier attempts', to be replaced by this one's.
-    Taken before the Trainer exists (Lightning opens this attempt's file when `fit` starts)."""
+    """The events files already in a trial directory: earlier attempts', to be replaced by this one's."""
     return set(Path(run_dir).glob("events.out.tfevents.*"))
 
 
-def start_trial_log(logger: TrialLogger, metrics_csv: Path, earlier: set[Path]) -> None:
-    """Open this attempt's events file with the rows metrics.csv kept from earlier attempts (the rows
-    up to the checkpoint a resumed trial continues from; none for a fresh start), then delete the
-    earlier attempts' events files: one file per trial, holding what metrics.csv holds. Global-zero
-    rank only; call after the recorder has opened metrics.csv. `earlier`: from earlier_event_files."""
-    writer = logger.experiment  # creates this attempt's file
-    header, rows = read_rows(metrics_csv)  # the one reader of metrics.csv (complete rows only)
-    for row in (dict(zip(header, values, strict=True)) for values in rows):
-        scalars = {k: float(v) for k, v in tensorboard_scalars(row).items() if v != ""}
-        logger.log_metrics(scalars, step=int(row["step"]))
-    writer.flush()
-    for path in earlier:
-        path.unlink()
+class TrialEvents:
+    """One trial's events file (the global-zero rank writes it)."""
 
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.earlier = earlier_event_files(run_dir)  # taken before this attempt's file exists
+        self.writer: FileWriter | None = None
 
-def write_trial_end(logger: TrialLogger, cfg: DictConfig, summary: dict, splits: list[str], last_row: dict) -> None:
-    """Final metrics at the trial's last evaluated step (its last step when it has none), then the
-    hparams session with the trial's status; closes the events file. Global-zero rank only."""
-    step = int(last_row.get("step", summary.get("steps_done", 0)))
-    final = final_metrics(summary.get("final") or {}, splits)
-    logger.log_metrics(final, step=step)
-    hparams = {**flatten(to_plain(cfg)), **{k: summary.get(k) for k in _TRIAL_KEYS}}
-    hparams = {k: _hparam_value(v) for k, v in hparams.items()}
-    now = time.time()
-    writer = logger.experiment._get_file_writer()
-    for part in (_experiment(hparams, list(final)), _session_start(hparams, now - summary.get("wall_time", 0.0)),
-                 _session_end(summary["status"], now)):
-        writer.add_summary(part, step)
-    logger.close()
+    def start(self, metrics_csv: Path) -> None:
+        """Open this attempt's events file with the rows metrics.csv kept from earlier attempts (those up
+        to the checkpoint a resumed trial continues from; none for a fresh start or a missing file), then
+        delete the earlier attempts' files: one file per trial, holding what metrics.csv holds."""
+        self.writer = FileWriter(str(self.run_dir))
+        if metrics_csv.exists():
+            header, rows = read_rows(metrics_csv)  # the one reader of metrics.csv (complete rows only)
+            for row in (dict(zip(header, values, strict=True)) for values in rows):
+                self.scalars({k: float(v) for k, v in tensorboard_scalars(row).items() if v != ""}, int(row["step"]))
+        self.writer.flush()
+        for path in self.earlier:
+            path.unlink(missing_ok=True)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for tag, value in values.items():
+            self.writer.add_summary(tb_summary.scalar(tag, float(value)), step)
+
+    def end(self, cfg: DictConfig, summary: dict, splits: list[str], last_row: dict) -> None:
+        """Final metrics at the trial's last evaluated step (its last step when it has none), then the
+        hparams session with the trial's status; closes the events file."""
+        if self.writer is None:  # it failed before its first step: the file still records how it ended
+            self.start(self.run_dir / "metrics.csv")
+        step = int(last_row.get("step", summary.get("steps_done", 0)))
+        final = final_metrics(summary.get("final") or {}, splits)
+        self.scalars(final, step)
+        hparams = {**flatten(to_plain(cfg)), **{k: summary.get(k) for k in _TRIAL_KEYS}}
+        hparams = {k: _hparam_value(v) for k, v in hparams.items()}
+        now = time.time()
+        for part in (_experiment(hparams, list(final)), _session_start(hparams, now - summary.get("wall_time", 0.0)),
+                     _session_end(summary["status"], now)):
+            self.writer.add_summary(part, step)
+        self.writer.close()
 
 
 def final_metrics(final: dict, splits: list[str]) -> dict[str, float]:

@@ -15,8 +15,11 @@ it finds, and loads it with `weights_only=True` (launch/run.py).
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable
+import socket
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -24,7 +27,9 @@ from twoworlds.launch import config
 from twoworlds.launch.config import ConfigError
 from twoworlds.launch.recorder import RunRecorder, last_row
 from twoworlds.lightning_modules.metrics import is_final_metric
-from twoworlds.results.records import atomic_write, read_config_file, read_json_file
+from twoworlds.results.records import atomic_write, atomic_write_text, read_config_file, read_json_file
+
+from twoworlds.errors import UserError
 
 CKPT_FILE = "last.ckpt"
 OWNER_FILE = "last.ckpt.owner"
@@ -118,21 +123,107 @@ def resume_checkpoint(cfg: DictConfig, run_id: str | None) -> str | None:
     return str(ckpt) if same_config(cfg) else None
 
 
-def checkpointing_reporter(cfg: DictConfig, report: Callable[[dict], None], run_id: str | None = None):
-    """An EvaluationCallback `report`: checkpoint into the run directory, then `report(row)`.
+CKPT_FORMAT = "twoworlds-checkpoint-1"  # launch/loop.py's state, saved with torch.save
 
-    Every rank calls it (Lightning's save_checkpoint is collective; rank 0 writes the file).
-    """
-    ckpt, owner = run_dir(cfg) / CKPT_FILE, run_dir(cfg) / OWNER_FILE
 
-    def checkpoint_and_report(trainer, row: dict) -> None:
-        # save_checkpoint is collective; rank 0 writes the file, so rank 0 renames it
-        atomic_write(ckpt, lambda tmp: trainer.save_checkpoint(str(tmp)), replace=trainer.is_global_zero)
-        if trainer.is_global_zero and run_id and not (owner.exists() and owner.read_text() == run_id):
-            owner.write_text(run_id)  # after the checkpoint: an owner never vouches for a stranger's file
-        report({k: float(v) for k, v in row.items()})
+def write_checkpoint(cfg: DictConfig, state: dict, run_id: str | None) -> None:
+    """Replace last.ckpt with `state` (atomically), then name its owner: the sweep experiment `run_id`
+    (after the file: an owner never vouches for a stranger's file). One rank writes it."""
+    import torch
 
-    return checkpoint_and_report
+    d = run_dir(cfg)
+    atomic_write(d / CKPT_FILE, lambda tmp: torch.save({"format": CKPT_FORMAT, **state}, tmp))
+    owner = d / OWNER_FILE
+    if run_id and not (owner.exists() and owner.read_text() == run_id):
+        atomic_write_text(owner, run_id)
+
+
+def read_checkpoint(path: str | Path, device) -> dict:
+    """A checkpoint's state, loaded as data (`weights_only=True`: a pickle payload fails, never runs), or a
+    one-line UserError naming the file."""
+    import pickle
+
+    import torch
+
+    fix = f"delete it (and {OWNER_FILE}) to run this trial again from step 0"
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path} is not a checkpoint twoworlds can read ({first}); {fix}") from None
+    if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
+        raise UserError(f"{path} was not written by this version of twoworlds (no '{CKPT_FORMAT}' format); {fix}")
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# one process runs a trial at a time
+# ---------------------------------------------------------------------------------------------
+
+LOCK_FILE = "trial.lock"
+
+
+@contextmanager
+def holding(d: Path, run_id: str | None = None):
+    """Hold trial directory `d` while this process runs it: a second run of the same trial (the same command
+    twice, or a sweep started twice) is refused in one line, naming the owner, instead of interleaving its
+    rows with the first's. The lock file says who holds it (pid, host, sweep experiment). A lock is stale, and
+    taken over, when its process is gone from this host, when it is this process's own (an earlier attempt of a
+    reused Ray actor), or when it is another host's lock of the same sweep experiment (Tune retries a trial
+    only after its last attempt ended)."""
+    path = Path(d) / LOCK_FILE
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id, "since": time.time()}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _lock_owner(path)
+            if owner is None or _stale(owner, me):
+                path.unlink(missing_ok=True)
+                continue
+            raise UserError(f"trial {d} is being run by process {owner['pid']} on {owner['host']} (since "
+                            f"{time.strftime('%H:%M:%S', time.localtime(owner.get('since', 0)))}): wait for it to "
+                            f"finish; if that process is gone, delete {path}") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(me))
+        break
+    else:
+        raise UserError(f"could not take the lock {path}: other processes keep taking it; delete it and retry")
+    try:
+        yield
+    finally:
+        if _lock_owner(path) == me:
+            path.unlink(missing_ok=True)
+
+
+def _lock_owner(path: Path) -> dict | None:
+    """The lock's owner; None when the file is gone, or unreadable and older than a few seconds (a process
+    that died while writing it; a younger one may still be being written)."""
+    try:
+        owner = json.loads(path.read_text())
+        return owner if isinstance(owner, dict) and {"pid", "host"} <= owner.keys() else None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        try:
+            young = time.time() - path.stat().st_mtime < 5
+        except OSError:
+            return None
+        return {"pid": -1, "host": "?", "since": time.time()} if young else None
+
+
+def _stale(owner: dict, me: dict) -> bool:
+    if owner["host"] != me["host"]:
+        return owner.get("run_id") is not None and owner.get("run_id") == me["run_id"]
+    if owner["pid"] == me["pid"]:
+        return True
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def mark_interrupted(cfg: DictConfig) -> bool:

@@ -1,8 +1,8 @@
 """ClassificationModule: one recipe (loss, metrics, optimizer, schedule) around any network.
 
-The network is a plain nn.Module from the registry. Evaluation is not Lightning's validation loop:
-it happens at the eval schedule's steps (see launch/callbacks.py), on whole tensors already on the
-device, through the same `_step` as training.
+The network is a plain nn.Module from the registry. The training loop that drives this module is
+launch/loop.py (one file, top to bottom); evaluation happens at the eval schedule's steps, on whole
+tensors already on the device, through the same `_step` as training.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torchmetrics import Metric
 from twoworlds.lightning_modules.config import OPTIMIZERS, SCHEDULES, OptimConfig
 from twoworlds.lightning_modules.metrics import ERROR, KINDS, LOSS, SOFT_ERROR, metric_name
 from twoworlds.lightning_modules.schedules import lr_factor
-from twoworlds.lightning_modules.seen import STATE_KEY, SeenIds
+from twoworlds.lightning_modules.seen import SeenIds
 
 __all__ = ["ClassificationErrors", "ClassificationModule", "OptimConfig", "OutputScaled", "scaled_lr"]
 
@@ -93,9 +93,6 @@ class ClassificationModule(pl.LightningModule):
         # launch/config.py validates both choices with a message for the person who typed them.
         assert optim.name in OPTIMIZERS and optim.schedule in SCHEDULES, (optim.name, optim.schedule)
         self.net, self.optim, self.steps = net, optim, steps
-        # The step is written out in `training_step`: Lightning's automatic optimization wraps it in
-        # a closure and several hook layers that cost as much as a small model's whole CPU step.
-        self.automatic_optimization = False
         self.errors = ClassificationErrors()
         # Sum of training losses since the last divergence check, kept on the device so that the
         # host never syncs on a training step.
@@ -109,33 +106,17 @@ class ClassificationModule(pl.LightningModule):
         w0 = [p.detach().reshape(-1) for p in self._trainable()]
         self.register_buffer("w0", torch.cat(w0).clone() if w0 else torch.zeros(0), persistent=False)
 
-    def __setattr__(self, name: str, value) -> None:
-        # Lightning sets `_current_fx_name` (a plain str) around every hook, ~45 times a step;
-        # nn.Module.__setattr__'s checks cost ~5 us each, a tenth of a small model's CPU step.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    @staticmethod
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training objective: cross-entropy of the logits against the labels."""
+        return F.cross_entropy(logits, y)
+
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(x)
-        return F.cross_entropy(logits, y), logits
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y, ids = batch
-        if self.seen is not None:
-            self.seen.add(ids)
-        opt, sched = self.optimizers(), self.lr_schedulers()
-        loss, _ = self._step(x, y)
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)  # through the precision plugin (fp16 loss scaling)
-        opt.step()
-        sched.step()  # the lr is a function of the optimizer step (invariant 1)
-        self.loss_acc.add_(loss.detach())
-        return loss
+        return self.loss(logits, y), logits
 
     @torch.no_grad()
     def evaluate(self, split: str, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
@@ -155,14 +136,6 @@ class ClassificationModule(pl.LightningModule):
         self.net.train(was_training)
         return {metric_name(split, k): float(values[k]) for k in KINDS}
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.seen is not None:  # every rank runs this (save_checkpoint is collective): union of the ranks
-            checkpoint[STATE_KEY] = self.seen.state(self.trainer.strategy)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self.seen is not None:
-            self.seen.load(checkpoint.get(STATE_KEY, {}))
-
     def _trainable(self) -> list[nn.Parameter]:
         return [p for p in self.net.parameters() if p.requires_grad]
 
@@ -177,11 +150,12 @@ class ClassificationModule(pl.LightningModule):
         norm = self.w0.double().square().sum()
         return float((moved / norm).sqrt()) if norm > 0 else float("nan")
 
-    def take_loss_check(self) -> bool:
-        """True while every training loss since the last check was finite (one host sync)."""
-        finite = bool(torch.isfinite(self.loss_acc))
+    def take_loss_check(self) -> torch.Tensor:
+        """1 where a training loss since the last check was NaN/inf, else 0 (a device tensor: the caller
+        syncs it, once, across DDP ranks too); restarts the sum."""
+        bad = (~torch.isfinite(self.loss_acc)).to(torch.float32)
         self.loss_acc.zero_()
-        return finite
+        return bad
 
     def configure_optimizers(self):
         o = self.optim

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 MAX_IDS = 1 << 31  # a wider id range is not counted (its bitmap alone would take 2 GB)
-STATE_KEY = "seen_ids"
 
 
 class SeenIds:
@@ -32,23 +32,25 @@ class SeenIds:
                 self._loaded = None
         self.bits.index_fill_(0, ids - self.lo, True)
 
-    def union(self, strategy) -> torch.Tensor | None:
-        """The bitmap OR-ed over ranks (collective under DDP: every rank must call it)."""
+    def union(self, device: torch.device) -> torch.Tensor:
+        """The bitmap OR-ed over DDP ranks (collective under DDP: every rank must call it)."""
         bits = self.bits if self.bits is not None else self._loaded
         if bits is None:
-            bits = torch.zeros(self.hi - self.lo, dtype=torch.bool, device=strategy.root_device)
-        if getattr(strategy, "world_size", 1) > 1:
-            bits = strategy.reduce(bits.to(strategy.root_device, torch.uint8), reduce_op="max") > 0
+            bits = torch.zeros(self.hi - self.lo, dtype=torch.bool, device=device)
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            flags = bits.to(device, torch.uint8)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            bits = flags > 0
         return bits
 
-    def count(self, strategy) -> int | None:
+    def count(self, device: torch.device) -> int | None:
         """Distinct ids trained on over all ranks; None when the range is too wide to count."""
-        return int(self.union(strategy).sum()) if self.counted else None
+        return int(self.union(device).sum()) if self.counted else None
 
-    def state(self, strategy) -> dict:
+    def state(self, device: torch.device) -> dict:
         if not self.counted:
             return {}
-        packed = np.packbits(self.union(strategy).cpu().numpy())
+        packed = np.packbits(self.union(device).cpu().numpy())
         return {"lo": self.lo, "hi": self.hi, "packed": torch.from_numpy(packed)}
 
     def load(self, state: dict) -> None:

@@ -23,7 +23,7 @@ MANIFEST = "sweep.json"
 
 # Run keys that only say where a trial's files go and how it reports progress, not what it trains:
 # never a column of the report's tables, never part of the pair key (launch/config.py).
-BOOKKEEPING_KEYS = ("name", "study", "out_dir", "progress", "check_every")
+BOOKKEEPING_KEYS = ("name", "study", "out_dir", "progress", "check_every", "checkpoint_every_s")
 
 
 def atomic_write(path: Path, write: Callable[[Path], object], replace: bool = True) -> Path:
@@ -37,9 +37,13 @@ def atomic_write(path: Path, write: Callable[[Path], object], replace: bool = Tr
     and fail with FileNotFoundError."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    if replace:
-        os.replace(tmp, path)
+    try:
+        write(tmp)
+        if replace:
+            os.replace(tmp, path)
+    except BaseException:  # a full disk, an interrupt: no temporary file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -35,3 +35,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def crash_at(step: int):
+    """A `report` for run_trial that raises at the row of `step`: a real exception from inside the training
+    loop, after that row (and the checkpoint due at it) is on disk."""
+
+    def report(row: dict) -> None:
+        if row["step"] == step:
+            raise RuntimeError(f"injected crash at step {step}")
+
+    return report
+

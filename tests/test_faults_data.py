@@ -11,15 +11,16 @@ import shutil
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
+from conftest import crash_at
 from image_fixtures import write_tiny_cifar5m, write_tiny_cifar10
 from twoworlds.datamodules import arrays, cifar
 from twoworlds.datamodules.datamodule import WorldDataModule
 from twoworlds.datamodules.sources import DataConfig, build_source
 from twoworlds.datamodules.worlds import WorldPlan
 from twoworlds.launch.cli import main
-from twoworlds.launch.run import run_trial
+from twoworlds.launch.loop import Checkpoints, train
+from twoworlds.launch.run import preflight, run_trial
 from twoworlds.results.aggregate import load_study
 from twoworlds.results.summary import collect, format_summary
 
@@ -273,39 +274,30 @@ def test_non_finite_inputs_are_named_at_load(tmp_path, monkeypatch):
 # --- distinct_samples_seen is counted -------------------------------------------------------------
 
 
-class _Grab(pl.Callback):
-    """Keeps the module's counted bitmap at the end of training."""
-
-    def on_train_end(self, trainer, module):
-        self.seen = module.seen
-
-
 @pytest.mark.parametrize(("world", "steps", "want"), [("real", 4, 64), ("real", 40, 128), ("ideal", 40, 640)])
 def test_distinct_samples_seen_is_the_counted_ids(make_cfg, world, steps, want):
     cfg = make_cfg(f"world={world}", f"steps={steps}", "n=128", "batch_size=16", "data.pool_size=1000")
-    grab = _Grab()
-    summary = run_trial(cfg, extra_callbacks=[grab])
+    prepared = preflight(cfg)
+    summary = train(prepared)
     assert summary["distinct_samples_seen"] == want
     on_disk = json.loads(open(f"{cfg.out_dir}/t/{summary['trial']}/summary.json").read())
     assert on_disk["distinct_samples_seen"] == want
     plan = WorldPlan.for_source(build_source("teacher", DataConfig(pool_size=1000)), world, 128, steps, 16, cfg.seed)
     trained = {int(i) for _, ids in plan.batches() for i in ids}
-    counted = {int(i) + grab.seen.lo for i in grab.seen.bits.nonzero().flatten()}
+    seen = prepared.module.seen  # the module's bitmap after training
+    counted = {int(i) + seen.lo for i in seen.bits.nonzero().flatten()}
     assert counted == trained and len(trained) == want
 
 
 def test_a_resumed_run_keeps_its_count(make_cfg, tmp_path):
+    assert run_trial(make_cfg("world=ideal", "steps=40", "eval.points=10", "name=full"))["distinct_samples_seen"] == 640
     cfg = make_cfg("world=ideal", "steps=40", "eval.points=10", "name=resume")
-    ckpt = tmp_path / "mid.ckpt"
-
-    def save_midway(trainer, row):
-        if row["step"] == 15:
-            trainer.save_checkpoint(str(ckpt))
-
-    assert run_trial(cfg, report=save_midway)["distinct_samples_seen"] == 640
+    with pytest.raises(RuntimeError, match="injected crash"):
+        run_trial(cfg, checkpoints=Checkpoints(every_s=0), report=crash_at(15))
+    ckpt = tmp_path / "runs" / "t" / "resume" / "last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["seen_ids"]
     assert int(np.unpackbits(state["packed"].numpy()).sum()) == 15 * 16
-    resumed = run_trial(cfg, ckpt_path=str(ckpt))
+    resumed = run_trial(cfg, resume_from=str(ckpt))
     assert resumed["resumed_from_step"] == 15
     assert resumed["distinct_samples_seen"] == 640  # not (40 - 15) x 16 = 400: the bitmap came back
 

@@ -212,19 +212,9 @@ def test_a_planted_checkpoint_is_never_read_unless_its_own_sweep_wrote_it_and_ne
     (run_dir / trial_state.OWNER_FILE).write_text("run-1")
     assert trial_state.resume_checkpoint(cfg, "run-1") == str(ckpt)  # a retry or --resume of this one
     with pytest.raises(Exception, match="(?i)weights.only|unpickl"):  # even then: loaded as data
-        run_trial(cfg, ckpt_path=str(ckpt))
+        run_trial(cfg, resume_from=str(ckpt))
     assert not marker.exists()
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
-
-
-def test_a_trial_resumed_from_its_last_step_keeps_its_final_metrics(make_cfg, tmp_path):
-    # a sweep trial killed after its last checkpoint but before its summary: the retry trains nothing
-    cfg = make_cfg("world=real", "name=atend")
-    ckpt = str(tmp_path / "end.ckpt")
-    full = run_trial(cfg, report=lambda trainer, row: trainer.save_checkpoint(ckpt))
-    resumed = run_trial(cfg, ckpt_path=ckpt)
-    assert resumed["resumed_from_step"] == resumed["steps_done"] == 40
-    assert resumed["status"] == "completed" and resumed["final"] == pytest.approx(full["final"])
 
 
 # --- F: one-line errors, exit 2 ----------------------------------------------------------------------

@@ -7,8 +7,10 @@ import json
 
 import pytest
 import yaml
+from conftest import crash_at
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from twoworlds.launch.cli import main
+from twoworlds.launch.loop import Checkpoints
 from twoworlds.launch.run import run_trial
 from twoworlds.lightning_modules.schedules import eval_steps
 
@@ -113,20 +115,18 @@ def test_a_diverging_run_stops_as_diverged_and_keeps_its_rows(make_cfg, capsys):
 
 
 def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(make_cfg, tmp_path):
-    cfg = make_cfg("world=real", "steps=60", "eval.points=10", "name=resume")
-    ckpt = str(tmp_path / "mid.ckpt")
-
-    def save_midway(trainer, row):
-        if row["step"] == 19:
-            trainer.save_checkpoint(ckpt)
-
-    full = run_trial(cfg, report=save_midway)
+    full = run_trial(make_cfg("world=real", "steps=60", "eval.points=10", "name=full"))
     steps = [r["step"] for r in full["rows"]]
     assert 19 in steps
-    resumed = run_trial(cfg, ckpt_path=ckpt)
+    cfg = make_cfg("world=real", "steps=60", "eval.points=10", "name=resume")
+    with pytest.raises(RuntimeError, match="injected crash at step 19"):  # checkpoints at every evaluation
+        run_trial(cfg, checkpoints=Checkpoints(every_s=0), report=crash_at(19))
+    run_dir = tmp_path / "runs" / "t" / "resume"
+    resumed = run_trial(cfg, resume_from=str(run_dir / "last.ckpt"))
     assert resumed["resumed_from_step"] == 19 and resumed["steps_done"] == 60
     # the same id schedule, optimizer and lr state: bit-for-bit the same numbers after step 19
     assert resumed["final"] == full["final"]
-    rows = read_csv(tmp_path / "runs" / "t" / "resume" / "metrics.csv")
+    assert [r["step"] for r in resumed["rows"]] == [s for s in steps if s > 19]
+    rows = read_csv(run_dir / "metrics.csv")
     assert [int(r["step"]) for r in rows] == steps  # rows up to 19 kept, the rest written once
     assert float(rows[-1]["wall_time"]) >= float(rows[steps.index(19)]["wall_time"])

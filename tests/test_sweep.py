@@ -169,7 +169,8 @@ def test_every_shipped_study_runs_its_smoke_variant_end_to_end(tmp_path, path):
 def test_a_failing_trial_is_retried_from_its_checkpoint_and_a_diverged_one_is_not(tmp_path):
     path = write_sweep(tmp_path, name="faults", extra_grid=", optim.lr: [0.05, 1.0e+6]")
     victim = "mlp-w32-d2-bs32-real-n256-s0-lr0.05"
-    result = cli(path, f"out_dir={tmp_path}", "check_every=5", env={"TWOWORLDS_INJECT_FAILURE": f"{victim}:100"})
+    result = cli(path, f"out_dir={tmp_path}", "check_every=5", "checkpoint_every_s=0",
+                 env={"TWOWORLDS_FAULT_AT": f"{victim}:100"})
     assert result.returncode == 0, result.stdout[-3000:]
     runs = summaries(tmp_path / "faults")
     assert runs[victim]["status"] == "completed"
@@ -200,7 +201,7 @@ def _twin_cfg(tmp_path, victim):
 def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     path = write_sweep(tmp_path, name="killme", steps=2500, seeds=2)
     study = tmp_path / "killme"
-    driver = cli(path, f"out_dir={tmp_path}", start_new_session=True)
+    driver = cli(path, f"out_dir={tmp_path}", "checkpoint_every_s=0", start_new_session=True)
     try:
         deadline = time.time() + 240
         while time.time() < deadline:  # wait until one trial has finished and another is midway
@@ -219,7 +220,7 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     interrupted = midway[0].parent.name
     rows_before = metric_steps(study / interrupted)
 
-    result = cli(path, f"out_dir={tmp_path}", "--resume")
+    result = cli(path, f"out_dir={tmp_path}", "checkpoint_every_s=0", "--resume")
     assert result.returncode == 0, result.stdout[-3000:]
     assert "resuming from" in result.stdout
     runs = summaries(study)
@@ -239,7 +240,7 @@ def test_a_two_worker_ddp_trial_runs_through_a_torch_trainer_and_retries_from_it
                     " data.test_size: 256, model.width: 32, model.depth: 2}\nresources: {cpu: 1, workers: 2}\n"
                     "max_failures: 1\n")
     trial = "mlp-w32-d2-bs32-ideal-s0"
-    result = cli(path, f"out_dir={tmp_path}", env={"TWOWORLDS_INJECT_FAILURE": f"{trial}:20"})
+    result = cli(path, f"out_dir={tmp_path}", "checkpoint_every_s=0", env={"TWOWORLDS_FAULT_AT": f"{trial}:20"})
     assert result.returncode == 0, result.stdout[-3000:]
     assert f"retrying {trial} from its last checkpoint" in result.stdout
     run = summaries(tmp_path / "ddp")[trial]

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import pytorch_lightning as pl
 import yaml
-from conftest import TINY, free_port
+from conftest import TINY, crash_at, free_port
 from tb_read import read_hparams, read_scalars
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 from twoworlds.launch import config, trial_state
+from twoworlds.launch.loop import Checkpoints
 from twoworlds.launch.run import run_trial
 from twoworlds.lightning_modules.metrics import (
     KINDS,
@@ -133,19 +133,10 @@ def test_hparams_hold_each_trials_config_and_final_metrics_declared_alike(study)
     assert {key: read_hparams(trial)["status"] for key, trial in study.items()} == SESSION_STATUS
 
 
-class Crash(pl.Callback):
-    """A real exception from inside `fit`, after some rows are logged."""
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step == 6:
-            raise RuntimeError("injected crash at step 6")
-
-
 def test_a_failed_trial_shows_failure_and_its_retry_success_in_one_events_file(make_cfg):
     cfg = make_cfg("name=crash")
     with pytest.raises(RuntimeError, match="injected crash"):  # checkpoints at each evaluation, as in a sweep
-        run_trial(cfg, extra_callbacks=[Crash()],
-                  report=trial_state.checkpointing_reporter(cfg, lambda row: None, run_id="sweep-1"))
+        run_trial(cfg, report=crash_at(5), checkpoints=Checkpoints(every_s=0, run_id="sweep-1"))
     trial = Path(cfg.out_dir) / cfg.study / "crash"
     assert len(list(trial.glob("events.out.tfevents.*"))) == 1
     hp = read_hparams(trial)
@@ -154,7 +145,7 @@ def test_a_failed_trial_shows_failure_and_its_retry_success_in_one_events_file(m
     assert last <= 6 and set(read_scalars(trial).query("tag.str.startswith('final/')").step) == {last}
     # Retried from its last checkpoint (as a sweep does): still one events file, now the retry's,
     # with the kept rows and the rest, and the session status of the attempt that finished.
-    summary = run_trial(cfg, ckpt_path=trial_state.resume_checkpoint(cfg, "sweep-1"))
+    summary = run_trial(cfg, resume_from=trial_state.resume_checkpoint(cfg, "sweep-1"))
     assert summary["status"] == "completed" and 0 < summary["resumed_from_step"] < 6
     assert len(list(trial.glob("events.out.tfevents.*"))) == 1
     assert read_hparams(trial)["status"] == "STATUS_SUCCESS"
