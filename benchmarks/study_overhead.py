@@ -96,7 +96,7 @@ def plain_trial(t: dict, out: Path) -> float:
         opt.step()
         sched.step()
         if step in evals:
-            row = [step, opt.param_groups[0]["lr"], float(loss)]
+            row = [step, opt.param_groups[0]["lr"], loss.item()]
             net.eval()
             with torch.no_grad():
                 for ex, ey in [(test_x, test_y)] + ([(train_x, train_y)] if real else []):

@@ -12,12 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from twoworlds.datamodules.config import DataError
 from twoworlds.launch.config import ConfigError
 from twoworlds.launch.recorder import ARGV_ENV
+
+from twoworlds.errors import UserError
 
 DEMO_SWEEP = "quickstart"  # a shipped study (sweeps/quickstart.yaml, package data in a wheel)
 
@@ -29,11 +33,59 @@ def main(argv: list[str] | None = None) -> int:
     outer = os.environ.get(ARGV_ENV)
     if outer is None:
         os.environ[ARGV_ENV] = " ".join(["twoworlds", *(sys.argv[1:] if argv is None else argv)])
+    previous = _stop_on_sigterm()
+    _quiet_event_writer_errors()
     try:
         return _main(argv)
     finally:
         if outer is None:
             os.environ.pop(ARGV_ENV, None)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+            _SIGTERM_HANDLED.clear()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: what SLURM, Kubernetes and Ray's autoscaler send before they stop a job. Handled like Ctrl-C
+    (the run records 'interrupted' and keeps its rows; a sweep keeps its trials' checkpoints for --resume),
+    then exit code 143 (128 + SIGTERM), as a shell reports a process SIGTERM ended."""
+
+
+def _stop_on_sigterm():
+    """Turn SIGTERM into `Terminated` in this (main) thread; the handler it replaces, or None when it leaves the
+    signal alone (not the main thread; an inherited SIG_IGN, as under nohup, is kept)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        return None
+
+    def terminate(signum, frame):
+        _TERMINATED.set()
+        if _SWEEPING.is_set():  # Tune stops its trials gracefully on SIGINT; the sweep then ends as after Ctrl-C
+            signal.raise_signal(signal.SIGINT)
+        else:
+            raise Terminated
+
+    _TERMINATED.clear()
+    _SIGTERM_HANDLED.set()
+    return signal.signal(signal.SIGTERM, terminate)
+
+
+def _quiet_event_writer_errors() -> None:
+    """TensorBoard's events writer thread prints its own traceback when a write fails (a full disk), before the
+    main thread reports the same failure in one line (recorder.WriteError): keep the one line."""
+    if getattr(threading.excepthook, "twoworlds", False):
+        return
+    previous = threading.excepthook
+
+    def hook(args) -> None:
+        if not (isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+            previous(args)
+
+    hook.twoworlds = True
+    threading.excepthook = hook
+
+
+_TERMINATED, _SWEEPING, _SIGTERM_HANDLED = threading.Event(), threading.Event(), threading.Event()
 
 
 def _main(argv: list[str] | None) -> int:
@@ -88,11 +140,12 @@ def _main(argv: list[str] | None) -> int:
         path, overrides = _split_args(ns.args)
         return _run(path, overrides)
     except KeyboardInterrupt:  # a sweep says how to resume itself (see _sweep)
-        print("\ninterrupted: summary.json says 'interrupted' and the rows logged so far are kept in metrics.csv; "
+        what = "terminated (SIGTERM)" if _TERMINATED.is_set() else "interrupted"
+        print(f"\n{what}: summary.json says 'interrupted' and the rows logged so far are kept in metrics.csv; "
               "a single run keeps no checkpoint, so running the same command again starts it from step 0",
               file=sys.stderr)
-        return 130
-    except (ConfigError, DataError) as e:
+        return 143 if _TERMINATED.is_set() else 130
+    except (ConfigError, DataError, UserError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -145,15 +198,19 @@ def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smok
     from twoworlds.launch.sweep import connect, run_sweep
     from twoworlds.results.summary import collect, format_summary
     local = connect(sweep, address, num_cpus)  # no cluster, or trials no node can hold: one line, nothing written
+    if _SIGTERM_HANDLED.is_set():  # ray.init put its own SIGTERM handler (sys.exit) in place of ours
+        _stop_on_sigterm()
     print(f"[sweep {sweep.name}] {len(sweep.trials)} trials; outputs in {sweep.study_dir}", flush=True)
     if not resume:
         sweep.write_manifest(overrides, smoke)
     interrupted = False
+    _SWEEPING.set()
     try:
         run_sweep(sweep, resume=resume, local=local)
     except KeyboardInterrupt:
         interrupted = True
     finally:  # an interrupted sweep still prints the summary of the rows already written
+        _SWEEPING.clear()
         trials = collect(sweep.study_dir, [t.name for t in sweep.trials])
         print()
         print(format_summary(sweep.name, trials))
@@ -161,9 +218,10 @@ def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smok
               f"twoworlds report {sweep.study_dir})")
     if interrupted:
         again = " ".join(["twoworlds sweep", path, *overrides, *(["--smoke"] if smoke else []), "--resume"])
-        print(f"interrupted: finished trials and the rows logged so far are kept; continue with: {again}",
-              file=sys.stderr)
-        return 130
+        what = "terminated (SIGTERM)" if _TERMINATED.is_set() else "interrupted"
+        print(f"{what}: finished trials, the rows logged so far and the trials' checkpoints are kept; continue "
+              f"with: {again}", file=sys.stderr)
+        return 143 if _TERMINATED.is_set() else 130
     if report:
         _report(str(sweep.study_dir))
     bad = [t for t in trials if t.get("status") not in ("completed", "diverged")]

@@ -46,7 +46,7 @@ class ModelConfig:
 class EarlyStopConfig:
     """Stop a Real World run whose curve has converged: its train 0/1 error has stayed below
     `train_error_below` for `patience` evaluations in a row (the rest would only plateau). The
-    Ideal World ignores it and always runs its full budget. 0 turns it off. Read by launch/callbacks.py."""
+    Ideal World ignores it and always runs its full budget. 0 turns it off. Read by launch/loop.py."""
 
     train_error_below: float = 0.0
     patience: int = 3  # consecutive evaluations
@@ -85,7 +85,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)  # Real World only: launch/callbacks.py
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)  # Real World only: launch/loop.py
     corrupt: CorruptConfig = field(default_factory=CorruptConfig)  # Zhang et al. (2017): datamodules/corruptions.py
 
 

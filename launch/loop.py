@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from torch.nn.parallel import DistributedDataParallel
 from twoworlds.launch import trial_state
 from twoworlds.launch.config import config_hash, pair_key
-from twoworlds.launch.recorder import RunRecorder, last_row, provenance
+from twoworlds.launch.recorder import RunRecorder, WriteError, last_row, provenance
 from twoworlds.launch.tensorboard_log import TrialEvents, tensorboard_scalars
 from twoworlds.lightning_modules.metrics import (
     KINDS,
@@ -279,10 +279,10 @@ class _Run:
             self.recorder.write_summary(summary)
             if self.events is not None:
                 self.events.end(self.cfg, summary, p.dm.eval_split_names(), last)
-        except OSError as e:
-            if sys.exc_info()[0] is None:  # nothing else went wrong: this is the failure
+        except WriteError:
+            if self.status not in ("failed", "interrupted"):  # nothing else went wrong: this is the failure
                 raise
-            print(f"[{self.cfg.name}] could not record how the run ended: {e}", file=sys.stderr, flush=True)
+            # else the exception on its way out says why the run stopped (a full disk: this same error)
 
     def _distinct_seen(self, module) -> int | None:
         """Distinct pool ids that reached the training step, counted (not derived from the plan); None when the

@@ -12,11 +12,14 @@ import os
 import platform
 import subprocess
 import sys
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
 from omegaconf import OmegaConf
 from twoworlds.results.records import atomic_write_text, last_row, read_rows  # noqa: F401  (last_row: re-exported)
+
+from twoworlds.errors import UserError
 
 PACKAGES = ("twoworlds", "torch", "pytorch-lightning", "torchmetrics", "ray", "numpy", "omegaconf", "mnist1d", "ffcv")
 STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
@@ -87,6 +90,21 @@ def _csv_text(columns: list[str], rows: list[dict], header: bool = False) -> str
     return buf.getvalue()
 
 
+class WriteError(UserError):
+    """A run file could not be written (a full disk, a quota, a permission): one line naming the file."""
+
+
+@contextmanager
+def writing(path: Path):
+    """Turn an OSError while writing `path` into a WriteError naming it (atomic_write has removed its
+    temporary file by then)."""
+    try:
+        yield
+    except OSError as e:
+        raise WriteError(f"cannot write {path}: {e.strerror or e} (errno {e.errno}); free space or choose another "
+                         "out_dir=, then run it again") from None
+
+
 class RunRecorder:
     """Writes one run's files. Only the global-zero rank writes."""
 
@@ -108,7 +126,8 @@ class RunRecorder:
             return
         doc = OmegaConf.to_container(cfg, resolve=True)
         doc["provenance"] = extra
-        atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(doc)))
+        with writing(self.run_dir / "config.yaml"):
+            atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(doc)))
 
     def start_metrics(self, columns: list[str], keep_until_step: int = 0) -> None:
         """Open metrics.csv with these columns; rows of steps <= keep_until_step survive a resume."""
@@ -120,19 +139,21 @@ class RunRecorder:
             header, rows = read_rows(self.metrics_path)
             kept = [r for r in (dict(zip(header, row, strict=True)) for row in rows)
                     if int(r["step"]) <= keep_until_step]
-        atomic_write_text(self.metrics_path, _csv_text(columns, kept, header=True))
+        with writing(self.metrics_path):
+            atomic_write_text(self.metrics_path, _csv_text(columns, kept, header=True))
 
     def add_row(self, row: dict) -> None:
         self.rows.append(row)
         if not self.enabled:
             return
         line = _csv_text(self._columns, [row])
-        with self.metrics_path.open("a", newline="") as f:
+        with writing(self.metrics_path), self.metrics_path.open("a", newline="") as f:
             f.write(line)  # the whole row and its line end in one write: a crash leaves it whole or torn
             f.flush()  # at its end, never a complete-looking number cut short (see read_rows)
 
     def write_summary(self, summary: dict) -> None:
         if not self.enabled:
             return
-        atomic_write_text(self.run_dir / "summary.json",
-                          json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n")
+        with writing(self.run_dir / "summary.json"):
+            atomic_write_text(self.run_dir / "summary.json",
+                              json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n")

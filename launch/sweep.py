@@ -139,8 +139,13 @@ class SweepProgress(tune.Callback):
         name = _name(trial)
         self.running.discard(name)
         self.done.add(name)
-        err = (trial.last_result or {}).get(TEST_SOFT_ERROR)
-        status = (trial.last_result or {}).get("status", "completed")
+        result = trial.last_result or {}
+        err, status = result.get(TEST_SOFT_ERROR), result.get("status", "completed")
+        if status == "failed":  # a UserError ended it (run_trial_reporting): its one-line reason
+            self.failed.add(name)
+            self.done.discard(name)
+            self._line(f"failed {name}: {result.get('error', 'see its summary.json')}")
+            return
         self._line(f"{status} {name}" + (f" (test soft error {err:.4f})" if err is not None else ""))
 
     def on_trial_error(self, iteration, trials, trial, **info):

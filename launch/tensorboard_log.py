@@ -22,6 +22,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch.utils.tensorboard import summary as tb_summary
 from torch.utils.tensorboard.writer import FileWriter
 from twoworlds.launch.config import flatten, to_plain
+from twoworlds.launch.recorder import writing
 from twoworlds.lightning_modules.metrics import (
     KINDS,
     TRAIN,
@@ -63,7 +64,8 @@ class TrialEvents:
         """Open this attempt's events file with the rows metrics.csv kept from earlier attempts (those up
         to the checkpoint a resumed trial continues from; none for a fresh start or a missing file), then
         delete the earlier attempts' files: one file per trial, holding what metrics.csv holds."""
-        self.writer = FileWriter(str(self.run_dir))
+        with writing(self.run_dir / "events.out.tfevents.*"):
+            self.writer = FileWriter(str(self.run_dir))
         if metrics_csv.exists():
             header, rows = read_rows(metrics_csv)  # the one reader of metrics.csv (complete rows only)
             for row in (dict(zip(header, values, strict=True)) for values in rows):
@@ -73,8 +75,9 @@ class TrialEvents:
             path.unlink(missing_ok=True)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        for tag, value in values.items():
-            self.writer.add_summary(tb_summary.scalar(tag, float(value)), step)
+        with writing(Path(self.writer.get_logdir()) / "events.out.tfevents.*"):  # the writer thread's errors, too
+            for tag, value in values.items():
+                self.writer.add_summary(tb_summary.scalar(tag, float(value)), step)
 
     def end(self, cfg: DictConfig, summary: dict, splits: list[str], last_row: dict) -> None:
         """Final metrics at the trial's last evaluated step (its last step when it has none), then the
@@ -87,10 +90,11 @@ class TrialEvents:
         hparams = {**flatten(to_plain(cfg)), **{k: summary.get(k) for k in _TRIAL_KEYS}}
         hparams = {k: _hparam_value(v) for k, v in hparams.items()}
         now = time.time()
-        for part in (_experiment(hparams, list(final)), _session_start(hparams, now - summary.get("wall_time", 0.0)),
-                     _session_end(summary["status"], now)):
-            self.writer.add_summary(part, step)
-        self.writer.close()
+        with writing(self.run_dir / "events.out.tfevents.*"):
+            for part in (_experiment(hparams, list(final)),
+                         _session_start(hparams, now - summary.get("wall_time", 0.0)), _session_end(summary["status"], now)):
+                self.writer.add_summary(part, step)
+            self.writer.close()
 
 
 def final_metrics(final: dict, splits: list[str]) -> dict[str, float]:

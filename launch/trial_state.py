@@ -25,7 +25,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from twoworlds.launch import config
 from twoworlds.launch.config import ConfigError
-from twoworlds.launch.recorder import RunRecorder, last_row
+from twoworlds.launch.recorder import RunRecorder, last_row, writing
 from twoworlds.lightning_modules.metrics import is_final_metric
 from twoworlds.results.records import atomic_write, atomic_write_text, read_config_file, read_json_file
 
@@ -132,10 +132,11 @@ def write_checkpoint(cfg: DictConfig, state: dict, run_id: str | None) -> None:
     import torch
 
     d = run_dir(cfg)
-    atomic_write(d / CKPT_FILE, lambda tmp: torch.save({"format": CKPT_FORMAT, **state}, tmp))
-    owner = d / OWNER_FILE
-    if run_id and not (owner.exists() and owner.read_text() == run_id):
-        atomic_write_text(owner, run_id)
+    with writing(d / CKPT_FILE):
+        atomic_write(d / CKPT_FILE, lambda tmp: torch.save({"format": CKPT_FORMAT, **state}, tmp))
+        owner = d / OWNER_FILE
+        if run_id and not (owner.exists() and owner.read_text() == run_id):
+            atomic_write_text(owner, run_id)
 
 
 def read_checkpoint(path: str | Path, device) -> dict:

@@ -172,7 +172,12 @@ def test_a_malformed_trial_file_is_a_one_line_report_error_naming_it(finished, c
 # --- D: Ctrl-C ---------------------------------------------------------------------------------------
 
 
-def test_ctrl_c_records_interrupted_exits_130_and_never_reads_a_planted_checkpoint(tmp_path):
+STOPS = [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")]  # Ctrl-C; preemption
+
+
+@pytest.mark.parametrize(("sig", "code", "said"), STOPS, ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_records_interrupted_exits_130_or_143_and_never_reads_a_planted_checkpoint(
+        tmp_path, sig, code, said):
     out = tmp_path / "runs"
     args = [*TINY, f"out_dir={out}", "steps=200000", "progress=true"]
     run_dir = out / "t" / config.trial_name(config.load(None, args))
@@ -185,12 +190,12 @@ def test_ctrl_c_records_interrupted_exits_130_and_never_reads_a_planted_checkpoi
         while not (run_dir / "metrics.csv").exists() or len((run_dir / "metrics.csv").read_text().splitlines()) < 2:
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err[-2000:]
-    assert "Traceback" not in err and "interrupted: summary.json says 'interrupted'" in err
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in err and f"{said}: summary.json says 'interrupted'" in err
     assert "running the same command again starts it from step 0" in err
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and 1 <= summary["steps_done"] < 200000
@@ -278,7 +283,9 @@ def test_world_both_refuses_a_pool_too_small_for_the_ideal_world_before_the_real
 
 
 @pytest.mark.slow
-def test_ctrl_c_to_a_sweep_driver_marks_cut_off_trials_interrupted_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize(("sig", "code", "said"), STOPS, ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_to_a_sweep_driver_marks_cut_off_trials_interrupted_and_says_how_to_resume(
+        tmp_path, sig, code, said):
     path = write_sweep(tmp_path, name="cut", steps=100000)
     study = tmp_path / "cut"
     marker = tmp_path / "pwned"
@@ -288,19 +295,23 @@ def test_ctrl_c_to_a_sweep_driver_marks_cut_off_trials_interrupted_and_says_how_
     rec.enable(True)
     rec.write_config(victim.cfg, {})
     plant_checkpoint(trial_state.run_dir(victim.cfg), marker)
-    driver = cli(path, f"out_dir={tmp_path}", start_new_session=True)
+    driver = cli(path, f"out_dir={tmp_path}", "checkpoint_every_s=0", start_new_session=True)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and not any(
                 len(p.read_text().splitlines()) > 2 for p in study.glob("*/metrics.csv")):
             time.sleep(0.2)
-        driver.send_signal(signal.SIGINT)
+        driver.send_signal(sig)
         out, _ = driver.communicate(timeout=240)
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-    assert driver.returncode == 130, out[-3000:]
-    assert f"continue with: twoworlds sweep {path} out_dir={tmp_path} --resume" in out
+    assert driver.returncode == code, out[-3000:]
+    assert f"{said}: finished trials, the rows logged so far and the trials' checkpoints are kept; continue " \
+           f"with: twoworlds sweep {path} out_dir={tmp_path} checkpoint_every_s=0 --resume" in out
     runs = summaries(study)
     assert runs and {s["status"] for s in runs.values()} == {"interrupted"}, runs
+    for trial in runs:  # kept for --resume: the checkpoint of a trial that logged more than its first row
+        if len((study / trial / "metrics.csv").read_text().splitlines()) > 2:
+            assert (study / trial / trial_state.CKPT_FILE).exists(), trial
     assert not marker.exists()

@@ -58,7 +58,7 @@ def study(tmp_path_factory) -> dict[str, Path]:
 
 
 def logged_columns(csv: pd.DataFrame) -> list[str]:
-    """The metrics.csv columns EvaluationCallback also logs to TensorBoard."""
+    """The metrics.csv columns the training loop also logs to TensorBoard."""
     return [c for c in csv.columns if "/" in c or c in ("lr", TRAIN_FLOPS, WEIGHT_MOVEMENT)]
 
 
