@@ -37,6 +37,8 @@ from twoworlds.results.fits import LEVEL, METHODS, power_law_row
 from twoworlds.results.formats import PCT_DIGITS
 from twoworlds.results.formats import pct as _pct
 from twoworlds.results.records import atomic_write_text
+from twoworlds.results.repetition import analyse_repetition, with_effective_data
+from twoworlds.results.repetition_report import claim_columns, repetition_blocks, repetition_error
 
 _PAIR_COLUMNS = ["converged_at", "max_gap_before", "mean_gap_before", "gap_at_convergence", "gap_final", "real_final", "ideal_final",
                  "ideal_steps_to_target", "ideal_at_step", "ideal_at_convergence", "real_final_error", "ideal_final_error",
@@ -283,8 +285,13 @@ def build_report(study_dir: str | Path, *, target: float | None = None, speed_st
     study = load_study(study_dir)
     out = Path(out_dir) if out_dir else study.path / "report"
     out.mkdir(parents=True, exist_ok=True)
+    error = repetition_error(study.manifest.get("claims") or [])
+    study.curves = with_effective_data(study.trials, study.curves, study.config_keys, error)  # the D_eff columns
     write_tables(study, out)
     a = analyse(study, target, speed_step, threshold, x)
+    rep = analyse_repetition(a.pairs, study.curves, error)
+    if rep is not None:  # the numbers the effective-data claims check, in configurations.csv too
+        a.configs = a.configs.join(claim_columns(rep), on="configuration")
     blocks = [Block("h1", f"Study '{study.name}': Real World vs Ideal World"), Block("p", _intro(a))]
     if len(a.pairs):
         a.pairs.to_csv(out / "pairs.csv", index=False)
@@ -314,6 +321,7 @@ def build_report(study_dir: str | Path, *, target: float | None = None, speed_st
                                   "trials resampled, every distinct resample enumerated; — with one seed). Held out: the "
                                   "law fitted without the last decade of samples predicts the error at the last "
                                   "evaluation; relative error against the seed mean measured there.")]
+        blocks += repetition_blocks(rep, out)
     else:
         verdicts = [Verdict(c.get("claim") or c["kind"], "no Real/Ideal pairs with rows yet", None)
                     for c in study.manifest.get("claims") or []]
@@ -492,6 +500,7 @@ def _provenance_blocks(study: Study) -> list[Block]:
                    Block("list", [f"git commit: {prov.get('git_commit', 'unknown')}", f"versions: {versions}",
                                   f"host: {prov.get('host', '?')}", f"command: {prov.get('argv', '?')}"])]
     blocks.append(Block("p", "Tables beside this report: curves.parquet/.csv (one row per trial and evaluation "
-                             "step, with the config values), trials.parquet/.csv, pairs.csv, configurations.csv, "
-                             "power_laws.csv."))
+                             "step, with the config values and the D_eff columns), trials.parquet/.csv, pairs.csv, "
+                             "configurations.csv, power_laws.csv; with effective data: effective_data.csv, "
+                             "repetition_law.csv, repetition_holdout.csv."))
     return blocks
