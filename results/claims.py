@@ -93,11 +93,13 @@ class Verdict:
 
 
 def _select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
-    """Rows matching every key: value of `where`; a key that is not a column is one that does not
-    vary in the study (configuration tables only have the varying keys), so it filters nothing."""
+    """Rows matching every key: value of `where` (a list: any of its values); a key that is not a
+    column is one that does not vary in the study (configuration tables only have the varying keys),
+    so it filters nothing."""
     for k, v in (where or {}).items():
         if k in df:
-            df = df[[_same(x, v) for x in df[k]]]
+            values = v if isinstance(v, list) else [v]
+            df = df[[any(_same(x, u) for u in values) for x in df[k]]]
     return df
 
 
@@ -364,7 +366,7 @@ def _ideal_predicts_real(c, trials, configs, keys, steps):
 def _effective(c, configs) -> pd.DataFrame:
     """The claim's configurations with their effective-data columns (repetition_report.claim_columns),
     computed on the error the claim names."""
-    sel = _select(configs, c.get("where"))
+    sel = _need(_select(configs, c.get("where")), "configurations matching the claim")
     if "d_eff_error" not in sel or sel.d_eff_error.isna().all():
         raise _NotCheckable("no effective data in this study (no Real World evaluation after its first epoch "
                             "with an Ideal World twin)")
@@ -374,22 +376,28 @@ def _effective(c, configs) -> pd.DataFrame:
     return sel
 
 
+def _g(v: float) -> str:
+    """A fitted number: '—' when undefined, '∞' when unresolved."""
+    return "—" if v != v else ("∞" if v == float("inf") else f"{v:.3g}")
+
+
 def _in(lo: float, hi: float) -> str:
-    return "" if lo != lo else f" [{lo:.3g}, {hi:.3g}]"
+    return "" if lo != lo else f" [{_g(lo)}, {_g(hi)}]"
 
 
 @_CHECKS.register("effective_data_before_convergence")
 def _effective_before(c, trials, configs, keys, steps):
     sel = _effective(c, configs)
     v = sel.d_eff_ratio_before_mean
-    parts = ", ".join(f"{name} {m:.3g}{_in(lo, hi)}" for name, m, lo, hi in zip(
+    parts = ", ".join(f"{name} {_g(m)}{_in(lo, hi)}" for name, m, lo, hi in zip(
         sel.configuration, v, sel.d_eff_ratio_before_lo, sel.d_eff_ratio_before_hi, strict=True))
     if v.isna().any():
+        rest = ", ".join(f"{name} {_g(m)}" for name, m in zip(sel.configuration[v.notna()], v[v.notna()], strict=True))
         raise _NotCheckable(f"D_eff/D before convergence is undefined in {', '.join(sel.configuration[v.isna()])} "
-                            f"(no evaluation after the first epoch before convergence, or D_eff undefined at one); "
-                            f"the others: {parts}")
+                            f"(no evaluation after the first epoch before convergence, or D_eff undefined at one)"
+                            + (f"; the others: {rest}" if rest else ""))
     return (f"D_eff/D before convergence (geometric mean over the evaluations after the first epoch, seed mean "
-            f"[95% bootstrap interval]): {parts}; its smallest single evaluation {sel.d_eff_ratio_before_min.min():.3g} "
+            f"[95% bootstrap interval]): {parts}; its smallest single evaluation {_g(sel.d_eff_ratio_before_min.min())} "
             f"(bound: every configuration ≥ {c['min_ratio']})"), bool(v.min() >= c["min_ratio"])
 
 
@@ -401,9 +409,9 @@ def _effective_saturates(c, trials, configs, keys, steps):
         raise _NotCheckable(f"no configuration ran {c.get('min_epochs', 0)} epochs or more")
     worth = late.late_worth_mean
     laws = sel.drop_duplicates("law_group")
-    words = (", ".join(f"{name} ({e:,.0f} epochs) {w:.3g}{_in(lo, hi)}" for name, e, w, lo, hi in zip(
+    words = (", ".join(f"{name} ({e:,.0f} epochs) {_g(w)}{_in(lo, hi)}" for name, e, w, lo, hi in zip(
         late.configuration, late.epochs_final, worth, late.late_worth_lo, late.late_worth_hi, strict=True)) +
-        "; R*: " + ", ".join(f"{g} {r:.3g}{_in(lo, hi) or ' (no interval)'}" for g, r, lo, hi in zip(
+        "; R*: " + ", ".join(f"{g} {_g(r)}{_in(lo, hi) or ' (no interval)'}" for g, r, lo, hi in zip(
             laws.law_group, laws.law_r_star, laws.law_r_star_lo, laws.law_r_star_hi, strict=True)))
     if worth.isna().any() or laws.law_r_star.isna().any() or laws.law_r_star_hi.isna().any():
         raise _NotCheckable(f"undefined: D_eff at the end or half-way, a law that could not be fitted, or an "
@@ -414,6 +422,10 @@ def _effective_saturates(c, trials, configs, keys, steps):
             f"finite, ≤ {c['max_r_star']})"), ok
 
 
+def _count(v: float) -> str:
+    return "—" if v != v else f"{v:,.0f}"
+
+
 @_CHECKS.register("repetition_law_predicts")
 def _law_predicts(c, trials, configs, keys, steps):
     sel = _effective(c, configs)
@@ -422,8 +434,8 @@ def _law_predicts(c, trials, configs, keys, steps):
     err = sel.law_holdout_error
     if not len(sel):
         raise _NotCheckable("a hold-out needs configurations at two values of n or more")
-    parts = ", ".join(f"{name}: {p:,.0f} predicted (R* {r:.3g} without it), {m:,.0f} measured, {e:+.1%}"
-                      for name, p, r, m, e in zip(sel.configuration, sel.law_holdout_predicted,
+    parts = ", ".join(f"{name}: {_count(p)} predicted (R* {_g(r)} without it), {_count(m)} measured, "
+                      + ("—" if e != e else f"{e:+.1%}") for name, p, r, m, e in zip(sel.configuration, sel.law_holdout_predicted,
                                                   sel.law_holdout_r_star_without, sel.d_eff_final_mean, err, strict=True))
     if err.isna().any():
         raise _NotCheckable(f"the final D_eff or its prediction is undefined: {parts}")

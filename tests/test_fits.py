@@ -185,8 +185,10 @@ def test_effective_data_claims_on_a_constructed_configurations_table():
         {"kind": "repetition_law_predicts", "tolerance": 0.15},  # the CNN's largest n: -20%
         {"kind": "repetition_law_predicts", "tolerance": 0.1, "held_out": "each", "where": {"law_group": "mlp"}},
         {"kind": "repetition_law_predicts", "tolerance": 0.25, "error": "0/1"},  # computed on the soft error
+        {"kind": "effective_data_before_convergence", "min_ratio": 0.9,  # a list in `where`: any of its values
+         "where": {"configuration": ["cnn n=250", "cnn n=4000", "mlp n=4000"]}},
     ], trials, configs, [])
-    assert [v.holds for v in verdicts] == [True, False, True, False, False, True, False, True, None]
+    assert [v.holds for v in verdicts] == [True, False, True, False, False, True, False, True, None, True]
     assert "cnn n=250 0.97 [0.95, 0.99]" in verdicts[0].evidence and "smallest single evaluation 0.7" in verdicts[0].evidence
     assert "R*: cnn 55 [50, 70], mlp 11 [9, 13]" in verdicts[2].evidence
     assert "cnn n=4000: 96,000 predicted (R* 52 without it), 120,000 measured, -20.0%" in verdicts[5].evidence
