@@ -357,7 +357,7 @@ def plot_effective_data(steps: pd.DataFrame, laws: pd.DataFrame, points: pd.Data
     World reached (D_eff undefined: beyond the Ideal World's budget). Below: the law's residuals,
     log(D_eff/n) − log(law), at each seed's fitted evaluations. `law_of(epochs, r_star)` is the law."""
     groups = list(dict.fromkeys(steps.group))
-    fig, axes = plt.subplots(2, len(groups), squeeze=False, figsize=(4.6 * len(groups) + 0.6, 7.4),
+    fig, axes = plt.subplots(2, len(groups), squeeze=False, figsize=(4.6 * len(groups) + 0.6, 7.4), sharex="col",
                              constrained_layout=True, height_ratios=(2.4, 1))
     for col, g in enumerate(groups):
         ax, res = axes[0, col], axes[1, col]
@@ -393,11 +393,10 @@ def plot_effective_data(steps: pd.DataFrame, laws: pd.DataFrame, points: pd.Data
             lo, hi = law.r_star_lo.iloc[0], law.r_star_hi.iloc[0]
             if lo == lo:
                 title += f"\nR* = {words}, 95% interval [{lo:.3g}, {hi:.3g}]"
-        ax.set(xscale="log", yscale="log", title=title, xlabel="epochs (D / n)",
-               ylabel=f"D_eff / n ({error_words})")
+        ax.set(xscale="log", yscale="log", title=title, ylabel=f"D_eff / n ({error_words})")  # x: shared below
         ax.legend(fontsize=7, loc="upper left")
         res.axhline(0, color="black", lw=0.8)
-        res.set(xscale="log", xlim=ax.get_xlim(), xlabel="epochs (D / n)", ylabel="log(D_eff/n) − log(law)",
+        res.set(xlabel="epochs (D / n)", ylabel="log(D_eff/n) − log(law)",
                 title="residuals of the fitted law (each seed's evaluations)")
     fig.suptitle("(h) Effective data: the fresh samples a Real World's repeated ones were worth", fontsize=11)
     return _save(fig, out_dir / "h_effective_data.png")

@@ -352,6 +352,8 @@ def analyse_repetition(pairs: pd.DataFrame, curves: pd.DataFrame, error: str = "
     per_pair = pd.DataFrame([{"real": t, "configuration": g.configuration.iloc[0], "group": g.group.iloc[0],
                               "n": g.n.iloc[0], "seed": g.seed.iloc[0], **pair_effective_data(g, conv.get(t))}
                              for t, g in points.groupby("trial", sort=False)])
+    order = {c: i for i, c in enumerate(dict.fromkeys(pairs.configuration))}  # the report's order (n numeric)
+    per_pair = per_pair.sort_values("configuration", key=lambda c: c.map(order), kind="stable", ignore_index=True)
     configs = config_table(per_pair, points)
     laws, holdouts, note = law_tables(points, configs)
     return Repetition(error, metric, points, per_pair, step_table(points), configs, laws, holdouts,

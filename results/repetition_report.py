@@ -132,6 +132,19 @@ def _write_tables(rep: Repetition, out: Path) -> None:
     rep.holdouts.to_csv(out / "repetition_holdout.csv", index=False)
 
 
+def _schedule_note(rep: Repetition) -> list[Block]:
+    """A caveat where the learning rate is not constant: D_eff then compares states of the schedule too."""
+    column = "optim.schedule"
+    schedules = sorted(set(rep.points[column].astype(str))) if column in rep.points else []
+    if not schedules or schedules == ["constant"]:
+        return []
+    return [Block("p", f"The learning rate here follows a {' / '.join(schedules)} schedule over the steps. D_eff "
+                       "compares the Real World at one step with the Ideal World at another, where the schedule "
+                       "stands elsewhere (e.g. a Real World annealed at its end against an Ideal World still at a "
+                       "high rate), so it mixes what the data were worth with what the schedule did; a constant "
+                       "learning rate (sweeps/data_repetition.yaml) measures the data alone.")]
+
+
 def repetition_blocks(rep: Repetition | None, out: Path) -> list[Block]:
     """The section: what D_eff is and on which error, a table per configuration, the law per group, the
     comparison sentence, how it was fitted, plot (h). Empty when no Real World ran past one epoch."""
@@ -153,6 +166,7 @@ def repetition_blocks(rep: Repetition | None, out: Path) -> list[Block]:
                    "(D_eff at the end − D_eff at half the samples) / (half the samples), a repeated sample's worth "
                    "in fresh ones over the second half of training. Seed means; brackets: "
                    f"{rep.seeds_note}."),
+        *_schedule_note(rep),
         Block("table", _config_table(rep)),
         Block("p", "The data-repetition law (Muennighoff et al. 2023), with U = n and R = D/n − 1 the repeats: "
                    "D′ = U + U·R*·(1 − e^(−R/R*)), so D′/n depends on the epochs alone and saturates at 1 + R*; a "
