@@ -44,6 +44,25 @@ for _kind, _params in {
     CLAIM_KINDS.add(_kind, frozenset(_params))
 COMMON = frozenset({"kind", "claim", "where"})  # keys every claim may have
 
+# Effective data (results/repetition.py), per configuration or per group of configurations that differ
+# only in n; `error` is the test error D_eff compares: soft (the default) or 0/1, the same in all of a
+# study's claims of these kinds.
+REPETITION_ERRORS = ("soft", "0/1")
+REPETITION_KINDS = ("effective_data_before_convergence", "effective_data_saturates", "repetition_law_predicts")
+for _kind, _params in zip(REPETITION_KINDS, (
+    # before the Real World converges, D_eff/D (geometric mean over its evaluations after the first
+    # epoch, mean over seeds) is at least `min_ratio` in every configuration
+    {"min_ratio", "error"},
+    # in every configuration with at least `min_epochs` epochs, a sample drawn in the second half of
+    # training is worth at most `max_late_worth` fresh ones; each group's law has a finite R* whose
+    # 95% interval ends at or below `max_r_star`
+    {"min_epochs", "max_late_worth", "max_r_star", "error"},
+    # the law fitted without an n predicts that n's final D_eff within ±`tolerance` (relative), for the
+    # largest n (held_out: largest, the default) or for each n (held_out: each)
+    {"tolerance", "held_out", "error"},
+), strict=True):
+    CLAIM_KINDS.add(_kind, frozenset(_params))
+
 
 class ClaimError(ValueError):
     """A malformed claim in a sweep file."""
@@ -72,4 +91,24 @@ def validate_claims(claims, where: str) -> list[dict]:
         if "metric" in c and c["metric"] not in METRICS:
             raise ClaimError(f"claim {i + 1} ({c['kind']}) {where}: metric '{c['metric']}' is not one of "
                              f"{', '.join(METRICS)}.{did_you_mean(c['metric'], METRICS)}")
+    _validate_repetition(claims, where)
     return claims
+
+
+def _validate_repetition(claims: list[dict], where: str) -> None:
+    """The effective-data claims name a known error, all the same one (the report computes D_eff once)."""
+    errors = {}
+    for i, c in enumerate(claims):
+        if c.get("kind") not in REPETITION_KINDS:
+            continue
+        error = c.get("error", "soft")
+        if error not in REPETITION_ERRORS:
+            raise ClaimError(f"claim {i + 1} ({c['kind']}) {where}: error must be one of "
+                             f"{', '.join(REPETITION_ERRORS)}, got {error!r}")
+        if c.get("held_out", "largest") not in ("largest", "each"):
+            raise ClaimError(f"claim {i + 1} ({c['kind']}) {where}: held_out must be largest or each, "
+                             f"got {c['held_out']!r}")
+        errors[i + 1] = error
+    if len(set(errors.values())) > 1:
+        raise ClaimError(f"the effective-data claims {where} name different errors "
+                         f"({', '.join(f'claim {k}: {v}' for k, v in errors.items())}); D_eff is computed on one")

@@ -44,6 +44,16 @@ the science.
         band: 0.02                       # |real_final - ideal_at_convergence| <= band counts as inside
         min_inside: 0.75                 # fraction of configurations inside the band
         max_mean_abs_error: 0.02         # optional bound on the mean |real_final - ideal_at_convergence|
+      - kind: effective_data_before_convergence   # repeats nearly as good as fresh (results/repetition.py)
+        min_ratio: 0.8                   # D_eff/D before convergence (seed mean), every configuration
+        error: soft                      # the test error D_eff compares: soft (default) or 0/1
+      - kind: effective_data_saturates   # late repeats are worth little, and the law's R* is finite
+        min_epochs: 50                   # the configurations checked: at least this many epochs
+        max_late_worth: 0.25             # a sample of training's second half is worth at most 0.25 fresh ones
+        max_r_star: 200                  # each group's R* and the upper end of its 95% interval
+      - kind: repetition_law_predicts    # the law fitted without an n predicts its final D_eff
+        tolerance: 0.3                   # |predicted / measured - 1|
+        held_out: largest                # the largest n (default) or each n in turn
 """
 
 from __future__ import annotations
@@ -83,11 +93,13 @@ class Verdict:
 
 
 def _select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
-    """Rows matching every key: value of `where`; a key that is not a column is one that does not
-    vary in the study (configuration tables only have the varying keys), so it filters nothing."""
+    """Rows matching every key: value of `where` (a list: any of its values); a key that is not a
+    column is one that does not vary in the study (configuration tables only have the varying keys),
+    so it filters nothing."""
     for k, v in (where or {}).items():
         if k in df:
-            df = df[[_same(x, v) for x in df[k]]]
+            values = v if isinstance(v, list) else [v]
+            df = df[[any(_same(x, u) for u in values) for x in df[k]]]
     return df
 
 
@@ -347,6 +359,88 @@ def _ideal_predicts_real(c, trials, configs, keys, steps):
     note = (f"; {int(sum(unconverged))} configurations did not converge in every seed (their predictor is taken "
             "at the last step)") if sum(unconverged) else ""
     return f"{score.sentence()}{note} ({', '.join(bounds) or 'no bound'})", bool(ok)
+
+
+# ---------------------------------------------------------------- effective data (results/repetition.py)
+
+def _effective(c, configs) -> pd.DataFrame:
+    """The claim's configurations with their effective-data columns (repetition_report.claim_columns),
+    computed on the error the claim names."""
+    sel = _need(_select(configs, c.get("where")), "configurations matching the claim")
+    if "d_eff_error" not in sel or sel.d_eff_error.isna().all():
+        raise _NotCheckable("no effective data in this study (no Real World evaluation after its first epoch "
+                            "with an Ideal World twin)")
+    if (sel.d_eff_error != c.get("error", "soft")).any():
+        raise _NotCheckable(f"D_eff was computed on the {sel.d_eff_error.iloc[0]} error, the claim names "
+                            f"{c.get('error', 'soft')}")
+    return sel
+
+
+def _g(v: float) -> str:
+    """A fitted number: '—' when undefined, '∞' when unresolved."""
+    return "—" if v != v else ("∞" if v == float("inf") else f"{v:.3g}")
+
+
+def _in(lo: float, hi: float) -> str:
+    return "" if lo != lo else f" [{_g(lo)}, {_g(hi)}]"
+
+
+@_CHECKS.register("effective_data_before_convergence")
+def _effective_before(c, trials, configs, keys, steps):
+    sel = _effective(c, configs)
+    v = sel.d_eff_ratio_before_mean
+    parts = ", ".join(f"{name} {_g(m)}{_in(lo, hi)}" for name, m, lo, hi in zip(
+        sel.configuration, v, sel.d_eff_ratio_before_lo, sel.d_eff_ratio_before_hi, strict=True))
+    if v.isna().any():
+        rest = ", ".join(f"{name} {_g(m)}" for name, m in zip(sel.configuration[v.notna()], v[v.notna()], strict=True))
+        raise _NotCheckable(f"D_eff/D before convergence is undefined in {', '.join(sel.configuration[v.isna()])} "
+                            f"(no evaluation after the first epoch before convergence, or D_eff undefined at one)"
+                            + (f"; the others: {rest}" if rest else ""))
+    return (f"D_eff/D before convergence (geometric mean over the evaluations after the first epoch, seed mean "
+            f"[95% bootstrap interval]): {parts}; its smallest single evaluation {_g(sel.d_eff_ratio_before_min.min())} "
+            f"(bound: every configuration ≥ {c['min_ratio']})"), bool(v.min() >= c["min_ratio"])
+
+
+@_CHECKS.register("effective_data_saturates")
+def _effective_saturates(c, trials, configs, keys, steps):
+    sel = _effective(c, configs)
+    late = sel[sel.epochs_final >= c.get("min_epochs", 0)]
+    if not len(late):
+        raise _NotCheckable(f"no configuration ran {c.get('min_epochs', 0)} epochs or more")
+    worth = late.late_worth_mean
+    laws = sel.drop_duplicates("law_group")
+    words = (", ".join(f"{name} ({e:,.0f} epochs) {_g(w)}{_in(lo, hi)}" for name, e, w, lo, hi in zip(
+        late.configuration, late.epochs_final, worth, late.late_worth_lo, late.late_worth_hi, strict=True)) +
+        "; R*: " + ", ".join(f"{g} {_g(r)}{_in(lo, hi) or ' (no interval)'}" for g, r, lo, hi in zip(
+            laws.law_group, laws.law_r_star, laws.law_r_star_lo, laws.law_r_star_hi, strict=True)))
+    if worth.isna().any() or laws.law_r_star.isna().any() or laws.law_r_star_hi.isna().any():
+        raise _NotCheckable(f"undefined: D_eff at the end or half-way, a law that could not be fitted, or an "
+                            f"interval of one seed; {words}")
+    ok = bool((worth <= c["max_late_worth"]).all() and (laws.law_r_star_hi <= c["max_r_star"]).all())
+    return (f"worth of a repeated sample over the second half of training, in fresh ones, seed mean [95%]: {words} "
+            f"(bounds: worth ≤ {c['max_late_worth']} where ≥ {c.get('min_epochs', 0)} epochs; R* and its interval "
+            f"finite, ≤ {c['max_r_star']})"), ok
+
+
+def _count(v: float) -> str:
+    return "—" if v != v else f"{v:,.0f}"
+
+
+@_CHECKS.register("repetition_law_predicts")
+def _law_predicts(c, trials, configs, keys, steps):
+    sel = _effective(c, configs)
+    if c.get("held_out", "largest") == "largest":
+        sel = sel[sel.law_holdout_largest == True]  # noqa: E712  (NaN: no hold-out for a single n)
+    err = sel.law_holdout_error
+    if not len(sel):
+        raise _NotCheckable("a hold-out needs configurations at two values of n or more")
+    parts = ", ".join(f"{name}: {_count(p)} predicted (R* {_g(r)} without it), {_count(m)} measured, "
+                      + ("—" if e != e else f"{e:+.1%}") for name, p, r, m, e in zip(sel.configuration, sel.law_holdout_predicted,
+                                                  sel.law_holdout_r_star_without, sel.d_eff_final_mean, err, strict=True))
+    if err.isna().any():
+        raise _NotCheckable(f"the final D_eff or its prediction is undefined: {parts}")
+    return (f"final D_eff of the held-out n, from the law fitted on the other n: {parts} (bound: ±{c['tolerance']:.0%})",
+            bool((err.abs() <= c["tolerance"]).all()))
 
 
 assert set(_CHECKS) == set(CLAIM_KINDS), "every claim kind needs exactly one check"

@@ -28,15 +28,17 @@ from twoworlds.results.analysis import (
     mean_std,
     pair_stats,
     pair_table,
-    power_law_fit,
     steps_to_target,
     value_at,
 )
 from twoworlds.results.claims import DEFAULT_BAND, Verdict, check_claims, find_peak, score_predictor
 from twoworlds.results.document import Block, to_html, to_markdown
+from twoworlds.results.fits import LEVEL, METHODS, power_law_row
 from twoworlds.results.formats import PCT_DIGITS
 from twoworlds.results.formats import pct as _pct
 from twoworlds.results.records import atomic_write_text
+from twoworlds.results.repetition import analyse_repetition, with_effective_data
+from twoworlds.results.repetition_report import claim_columns, repetition_blocks, repetition_error
 
 _PAIR_COLUMNS = ["converged_at", "max_gap_before", "mean_gap_before", "gap_at_convergence", "gap_final", "real_final", "ideal_final",
                  "ideal_steps_to_target", "ideal_at_step", "ideal_at_convergence", "real_final_error", "ideal_final_error",
@@ -141,22 +143,22 @@ def _averaged_curve_stats(pairs: pd.DataFrame, curves: pd.DataFrame, threshold: 
 
 
 def _fits(study: Study, keys: list[str]) -> pd.DataFrame:
-    """One power law per Ideal World configuration, on every seed's (samples seen, test soft error)."""
+    """One power law per Ideal World configuration, on every seed's (samples seen, test soft error), with
+    a bootstrap interval over its seeds and a hold-out of the last decade (fits.power_law_row)."""
     ideal_keys = [k for k in keys if k != "n"]
     ideal = study.trials[study.trials.world == "ideal"]
     rows = []
     groups = ideal.groupby(ideal_keys, sort=False) if ideal_keys else [((), ideal)]
     for values, trials in groups:
         values = values if isinstance(values, tuple) else (values,)
+        trials = trials.sort_values("steps", kind="stable").drop_duplicates("seed", keep="last")  # a seed's longest
         pts = study.curves[study.curves.trial.isin(trials.trial)]
         if "samples_seen" not in pts or not len(pts):
             continue
-        fit = power_law_fit(pts.samples_seen, pts[TEST_SOFT])
+        fit = power_law_row([(c.samples_seen.to_numpy(), c[TEST_SOFT].to_numpy()) for _, c in pts.groupby("trial")])
         if fit is None:
             continue
-        rows.append({"configuration": label(dict(zip(ideal_keys, values, strict=True))), "seeds": len(trials),
-                     "exponent": fit.exponent, "exponent_se": fit.exponent_se, "prefactor": fit.prefactor,
-                     "r2": fit.r2, "points": fit.points, "samples_from": fit.samples_min, "samples_to": fit.samples_max})
+        rows.append({"configuration": label(dict(zip(ideal_keys, values, strict=True))), "seeds": len(trials), **fit})
     return pd.DataFrame(rows)
 
 
@@ -243,10 +245,11 @@ def _fits_table(fits: pd.DataFrame) -> pd.DataFrame:
         return fits
     return pd.DataFrame({
         "Ideal World configuration": fits.configuration, "seeds": fits.seeds,
-        "exponent α (err ∝ samples^−α)": [f"{e:.3f} ± {s:.3f}" for e, s in zip(fits.exponent, fits.exponent_se, strict=True)],
+        "exponent α (err ∝ samples^−α)": [f"{e:.3f} " + ("[—]" if lo != lo else f"[{lo:.3f}, {hi:.3f}]") for e, lo, hi
+                                          in zip(fits.exponent, fits.exponent_lo, fits.exponent_hi, strict=True)],
         "prefactor": [f"{p:.3g}" for p in fits.prefactor], "R²": [f"{r:.3f}" for r in fits.r2],
-        "points": fits.points, "samples fitted": [f"{lo:,.0f} – {hi:,.0f}" for lo, hi in
-                                                  zip(fits.samples_from, fits.samples_to, strict=True)]})
+        "samples fitted": [f"{lo:,.0f} – {hi:,.0f}" for lo, hi in zip(fits.samples_from, fits.samples_to, strict=True)],
+        "held out: last decade": [f"{e:+.0%}" if e == e else "—" for e in fits.holdout_error]})
 
 
 def _problems(study: Study) -> list[str]:
@@ -282,8 +285,13 @@ def build_report(study_dir: str | Path, *, target: float | None = None, speed_st
     study = load_study(study_dir)
     out = Path(out_dir) if out_dir else study.path / "report"
     out.mkdir(parents=True, exist_ok=True)
+    error = repetition_error(study.manifest.get("claims") or [])
+    study.curves = with_effective_data(study.trials, study.curves, study.config_keys, error)  # the D_eff columns
     write_tables(study, out)
     a = analyse(study, target, speed_step, threshold, x)
+    rep = analyse_repetition(a.pairs, study.curves, error)
+    if rep is not None:  # the numbers the effective-data claims check, in configurations.csv too
+        a.configs = a.configs.join(claim_columns(rep), on="configuration")
     blocks = [Block("h1", f"Study '{study.name}': Real World vs Ideal World"), Block("p", _intro(a))]
     if len(a.pairs):
         a.pairs.to_csv(out / "pairs.csv", index=False)
@@ -307,8 +315,13 @@ def build_report(study_dir: str | Path, *, target: float | None = None, speed_st
         blocks += _predictor_blocks(a, out) + _size_blocks(a, out) + _movement_blocks(a, out)
         if len(a.fits):
             blocks += [Block("h2", "Scaling of the Ideal World"), Block("table", _fits_table(a.fits)),
-                       Block("p", "Least-squares fit of log(test soft error) against log(samples seen) over the last "
-                                  "two decades of samples, all seeds pooled; ± is the standard error of the exponent.")]
+                       Block("p", f"Fitted by {METHODS[a.fits.method.iloc[0]]}: log(test soft error) against "
+                                  "log(samples seen) over the last two decades of samples, all seeds pooled. Brackets: "
+                                  f"{LEVEL:.0%} interval of the exponent from a bootstrap over seeds (whole Ideal World "
+                                  "trials resampled, every distinct resample enumerated; — with one seed). Held out: the "
+                                  "law fitted without the last decade of samples predicts the error at the last "
+                                  "evaluation; relative error against the seed mean measured there.")]
+        blocks += repetition_blocks(rep, out)
     else:
         verdicts = [Verdict(c.get("claim") or c["kind"], "no Real/Ideal pairs with rows yet", None)
                     for c in study.manifest.get("claims") or []]
@@ -487,6 +500,7 @@ def _provenance_blocks(study: Study) -> list[Block]:
                    Block("list", [f"git commit: {prov.get('git_commit', 'unknown')}", f"versions: {versions}",
                                   f"host: {prov.get('host', '?')}", f"command: {prov.get('argv', '?')}"])]
     blocks.append(Block("p", "Tables beside this report: curves.parquet/.csv (one row per trial and evaluation "
-                             "step, with the config values), trials.parquet/.csv, pairs.csv, configurations.csv, "
-                             "power_laws.csv."))
+                             "step, with the config values and the D_eff columns), trials.parquet/.csv, pairs.csv, "
+                             "configurations.csv, power_laws.csv; with effective data: effective_data.csv, "
+                             "repetition_law.csv, repetition_holdout.csv."))
     return blocks

@@ -158,13 +158,47 @@ def test_report_tables_match_the_runs_own_metrics(study):
     assert configs.loc["cnn n=256", "seeds"] == 1
 
 
+def test_effective_data_in_the_curves_table_is_read_off_each_ideal_envelope(study):
+    """D_eff in curves.csv, checked against the runs' own metrics.csv: where defined, the Ideal World
+    twin's running minimum (joined linearly in log samples) comes down to the Real World's error there
+    first; where undefined, the Real World's error lies outside everything the Ideal World reached."""
+    from twoworlds.results.report import build_report
+    study_dir, _ = study
+    out = build_report(study_dir).index.parent
+    curves = pd.read_csv(out / "curves.csv")
+    real = curves[(curves.world == "real") & (curves.trial != "blowup")]  # blowup's config has no Ideal twin
+    assert curves[curves.trial == "blowup"].d_eff_twin.isna().all() and curves[curves.world == "ideal"].d_eff.isna().all()
+    assert (real.d_eff_metric == TEST_SOFT).all()
+    assert real.epochs.to_numpy() == pytest.approx((real.samples_seen / real.n).to_numpy())
+    assert real.d_eff_ratio.to_numpy() == pytest.approx((real.d_eff / real.samples_seen).to_numpy(), nan_ok=True)
+    checked = 0
+    for _, rows in real.groupby("trial"):
+        ideal = pd.read_csv(study_dir / rows.d_eff_twin.iloc[0] / "metrics.csv")
+        s, env = ideal.samples_seen.to_numpy(float), np.minimum.accumulate(ideal[TEST_SOFT].to_numpy())
+        for e, d, status in zip(rows[TEST_SOFT], rows.d_eff, rows.d_eff_status, strict=True):
+            if status == "defined":
+                assert np.interp(np.log(d), np.log(s), env) == pytest.approx(e, abs=1e-9)
+                assert (env[s < d * (1 - 1e-9)] > e - 1e-12).all()  # no earlier evaluation reached it
+                checked += 1
+            else:
+                assert math.isnan(d) and status == ("below" if e < env.min() else "above")
+                assert e < env.min() or e > env[0]
+    assert checked >= 40  # 44 of the 56 Real World evaluations; the rest lie outside the Ideal World's range
+    md = (out / "report.md").read_text()
+    assert "## Effective data: what an epoch is worth" in md and "| cnn | 2 |" in md
+    law = pd.read_csv(out / "repetition_law.csv")
+    assert set(law.group) == {"cnn", "mlp"} and (law.method == "huber").all()
+
+
 def test_report_files_plots_and_self_contained_html(study):
     from twoworlds.results.report import build_report
     study_dir, skipped = study
     report = build_report(study_dir)
     index, out = report.index, report.index.parent
     # (e): 3 configurations or more; (g): every run logs its weight movement; no (f): the width does not vary
-    stems = ("a_curves", "b_scatter", "c_heatmaps", "d_speed_vs_generalization", "e_predictor", "g_weight_movement")
+    # (h): the Real Worlds run past their first epoch
+    stems = ("a_curves", "b_scatter", "c_heatmaps", "d_speed_vs_generalization", "e_predictor", "g_weight_movement",
+             "h_effective_data")
     for stem in stems:
         assert (out / f"{stem}.png").stat().st_size > 10_000
     assert not (out / "f_model_size.png").exists()
@@ -186,10 +220,10 @@ def test_the_html_report_as_a_person_sees_it_at_1280_px(study, tmp_path):
     from twoworlds.results.report import build_report
     index = build_report(study[0]).index
     seen = browser.inspect(index, tmp_path)
-    assert [i["natural_width"] > 0 for i in seen["images"]] == [True] * 6, seen["images"]
+    assert [i["natural_width"] > 0 for i in seen["images"]] == [True] * 7, seen["images"]
     assert seen["scroll_width"] <= seen["width"] <= 1280 and seen["overflow"] == [], seen["overflow"]
-    assert len(seen["tables"]) == 4
-    for table in seen["tables"]:  # summary, weight movement, power laws, trials: whole, without scrolling
+    assert len(seen["tables"]) == 6
+    for table in seen["tables"]:  # summary, weight movement, power laws, effective data, its law, trials: whole
         assert table["min_font_px"] >= 11 and not table["scrolls"] and table["width"] <= table["shown"] + 0.5, table
     browser.screenshot(index, tmp_path / "report.png", 1280, min(seen["height"], 16_000))
 
