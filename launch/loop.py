@@ -96,17 +96,21 @@ def _train(p: Prepared, run: _Run, resume_from: str | None) -> dict:
     try:
         module.to(run.device)
         dm.place(run.device, run.rank, run.world).setup("fit")
-        model = DistributedDataParallel(module) if run.world > 1 else module  # gradients averaged over ranks
+        # the network, called directly (the module's forward is one call layer more); under DDP wrapped so that
+        # gradients are averaged over ranks. Checkpoints save the module, which holds the same network.
+        model = DistributedDataParallel(module.net) if run.world > 1 else module.net
         opt, sched = _optimizer(module)
         autocast, scaler = _precision(cfg.precision, run.device)
         step = run.resume(resume_from, module, opt, sched, scaler)
         run.open_files(dm, step)
         evaluate_at, fault_at = set(eval_steps(cfg.steps, cfg.eval.points, cfg.eval.dense)), _fault_step(cfg.name)
+        check_every, steps = cfg.check_every, cfg.steps  # plain ints: a config lookup costs ~10 us a step
+        seen, loss_sum = module.seen, module.loss_acc
         module.train()
         run.clock_start()
         for x, y, ids in dm.train_dataloader(start_step=step):
-            if module.seen is not None:
-                module.seen.add(ids)
+            if seen is not None:
+                seen.add(ids)
             with autocast:
                 loss = module.loss(model(x), y)
             opt.zero_grad(set_to_none=True)
@@ -114,12 +118,12 @@ def _train(p: Prepared, run: _Run, resume_from: str | None) -> dict:
             scaler.step(opt)
             scaler.update()
             sched.step()
-            module.loss_acc.add_(loss.detach())  # summed on the device: no host sync per step
+            loss_sum.add_(loss.detach())  # summed on the device: no host sync per step
             step += 1
             run.steps_done = step
             if step == fault_at:
                 run.inject_fault(step)
-            if (step in evaluate_at or step % cfg.check_every == 0) and run.any(module.take_loss_check()):
+            if (step in evaluate_at or step % check_every == 0) and run.any(module.take_loss_check()):
                 run.diverged(step, "training loss became NaN/inf")
                 break
             if step not in evaluate_at:
@@ -129,7 +133,7 @@ def _train(p: Prepared, run: _Run, resume_from: str | None) -> dict:
                 run.diverged(step, "evaluation loss became NaN/inf")
                 break
             stop = run.converged(row, step)
-            run.last_step_done = stop or step == cfg.steps  # an interrupt from here on cannot undo the run
+            run.last_step_done = stop or step == steps  # an interrupt from here on cannot undo the run
             run.checkpoint(module, opt, sched, scaler, step)
             if run.report is not None:  # on every rank: Ray Train expects a report from each worker
                 run.report({k: float(v) for k, v in row.items()})

@@ -49,6 +49,7 @@ TUNE_DIR = "_tune"
 TRIAL_ENV = {k: os.environ.get(k, v) for k, v in {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "60",
                                                   "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}.items()}
 DDP_TRIAL_CPU = 0.01  # the Tune trial that starts a TorchTrainer only waits on it
+REPORT_EVERY_S = 30.0  # seconds between a running trial's intermediate results to Tune (see `every`)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,15 +74,17 @@ def trial_fn(params: dict) -> None:
 
 def run_trial_reporting(cfg, run_id: str | None, report, device=None, ddp: bool = False) -> None:
     """run_trial in a sweep: checkpoints in the run directory owned by this sweep experiment (`run_id`: only its
-    own are read, trial_state.py), every row reported to Ray, then the final report. A UserError (a checkpoint
-    that is not one, a trial another process holds) ends the trial as failed with its one-line reason: retrying
-    cannot help, so Tune does not. Under DDP it is raised instead: the other ranks wait in a collective, and
-    only a failed worker makes Ray Train stop the group."""
+    own are read, trial_state.py), rows reported to Ray (at most one per REPORT_EVERY_S; every row under DDP),
+    then the final report. A UserError (a checkpoint that is not one, a trial another process holds) ends the
+    trial as failed with its one-line reason: retrying cannot help, so Tune does not. Under DDP it is raised
+    instead: the other ranks wait in a collective, and only a failed worker makes Ray Train stop the group."""
     from twoworlds.launch.loop import Checkpoints
     from twoworlds.launch.run import run_trial
 
     try:
-        summary = run_trial(cfg, report=report, checkpoints=Checkpoints(cfg.checkpoint_every_s, run_id),
+        # DDP ranks report every row: Ray Train pairs the ranks' reports, so all must report the same rows
+        summary = run_trial(cfg, report=report if ddp else every(REPORT_EVERY_S, report),
+                            checkpoints=Checkpoints(cfg.checkpoint_every_s, run_id),
                             resume_from=trial_state.resume_checkpoint(cfg, run_id), device=device)
     except UserError as e:
         if ddp:
@@ -92,6 +95,22 @@ def run_trial_reporting(cfg, run_id: str | None, report, device=None, ddp: bool 
         return
     trial_state.finish(cfg)
     report(trial_state.final_report(summary))
+
+
+def every(seconds: float, report):
+    """`report`, passed at most one row per `seconds` (the first after `seconds` of training). A Tune function
+    trial's report blocks until the driver has taken the result and resumed the trial: a round trip per row,
+    about a tenth of a second each on two busy cores, seconds per small trial. Tune needs only the final result
+    (run_trial_reporting sends it); every row is in metrics.csv and TensorBoard already."""
+    last = time.perf_counter()
+
+    def throttled(row: dict) -> None:
+        nonlocal last
+        if time.perf_counter() - last >= seconds:
+            last = time.perf_counter()
+            report(row)
+
+    return throttled
 
 
 def quiet_ray_logs() -> None:
