@@ -24,22 +24,25 @@ from twoworlds.datamodules.config import AUGMENT_LEVELS, LOADERS, PIXELS, WORLDS
 from twoworlds.lightning_modules.config import OPTIMIZERS, SCHEDULES, OptimConfig
 from twoworlds.lightning_modules.registry import did_you_mean
 from twoworlds.results.records import (
-    BOOKKEEPING_KEYS,
+    RunRecord,
     flatten,  # noqa: F401  (re-exported: config.flatten, as tests/test_tensorboard.py reads it)
     yaml_problem,
 )
 
+from twoworlds.identity import CONFIG_HASH, PAIR_KEY, hashed, keys_with, role
+
 
 @dataclass
 class ModelConfig:
-    name: str = "mlp"  # a network family of lightning_modules.networks
-    width: int = 128  # mlp: hidden units; cnn/resnet: first stage's channels; vit: embedding dim
-    depth: int = 3  # mlp: hidden layers; cnn: conv stages; resnet: 10 | 18 | 34; vit: blocks
-    patch_size: int = 4  # vit only
+    name: str = field(default="mlp", metadata=role(name=True))  # a network family of lightning_modules.networks
+    # mlp: hidden units; cnn/resnet: first stage's channels; vit: embedding dim
+    width: int = field(default=128, metadata=role(name=True))
+    depth: int = field(default=3, metadata=role(name=True))  # mlp: hidden layers; cnn: conv stages; resnet: 10 | 18 | 34; vit: blocks
+    patch_size: int = field(default=4, metadata=role(name=True))  # vit only
     # Lazy training (Chizat and Bach): the output becomes alpha * (f(x) - f0(x)), f0 the network as
     # initialized, and the learning rate lr / alpha**2 for sgd (lr / alpha for adamw, whose steps do not
     # grow with the gradient). Large alpha: weights barely move (the NTK regime). null: the plain network.
-    output_scale: float | None = None
+    output_scale: float | None = field(default=None, metadata=role(name=True))
 
 
 @dataclass
@@ -60,28 +63,27 @@ class EvalConfig:
     train_size: int | None = None  # Real World train metrics on the first this-many of the n (None: all n)
 
 
+# The bookkeeping keys (study, name, out_dir, check_every, progress) come first, from results/records.py, which
+# the report reads without this module. Each key says where it goes (twoworlds/identity.py): the pair key leaves
+# out the pairing axes (world, n) and what changes how the numbers are computed but not what is trained (device;
+# eval only picks steps and chunk sizes).
 @dataclass
-class RunConfig:
-    study: str = "default"  # outputs go to <out_dir>/<study>/<name>/
-    name: str = ""  # trial name; empty: derived from the config (e.g. mlp-w128-d3-bs128-real-n4000-s0)
-    out_dir: str = "runs"
-    world: str = "real"  # real | ideal | both (both: the pair, one after the other)
-    n: int = 4000  # Real World training-set size (the Ideal World ignores it)
+class RunConfig(RunRecord):
+    world: str = field(default="real", metadata=role(name=True, pair_key=False))  # real | ideal | both (the pair)
+    n: int = field(default=4000, metadata=role(name=True, pair_key=False))  # Real World training-set size (the Ideal World ignores it)
     steps: int = 2000  # optimizer steps, identical in both worlds
-    batch_size: int = 128  # global batch (split over DDP workers)
-    seed: int = 0  # run seed: initial weights, sample order, Real World subset
+    batch_size: int = field(default=128, metadata=role(name=True))  # global batch (split over DDP workers)
+    seed: int = field(default=0, metadata=role(name=True))  # run seed: initial weights, sample order, Real World subset
     source: str = "mnist1d"
     loader: str = "tensor"  # tensor | ffcv | auto (tensor when the pool fits in memory, else ffcv)
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = field(default="auto", metadata=role(pair_key=False))  # auto | cpu | cuda
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed (16-mixed needs a GPU)
     augment: int = 0  # image sources: 0 none, 1 flip, 2 pad-4 crop + flip, 3 reflect-pad crop + flip
     channels_last: bool = False  # image sources: NHWC memory format (faster convolutions on GPUs)
-    check_every: int = 50  # steps between divergence checks (one host sync each)
-    progress: bool = True  # print a progress line at evaluations
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata=role(pair_key=False))
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)  # Real World only: launch/callbacks.py
     corrupt: CorruptConfig = field(default_factory=CorruptConfig)  # Zhang et al. (2017): datamodules/corruptions.py
 
@@ -96,12 +98,6 @@ CHOICES = {
     "optim.schedule": SCHEDULES,
     "corrupt.pixels": PIXELS,
 }
-# Left out of the pair key: the pairing axes (world, n), bookkeeping, and the keys that change how
-# the numbers are computed but not what is trained (device; eval only picks steps and chunk sizes).
-_NOT_IN_PAIR_KEY = ("world", "n", *BOOKKEEPING_KEYS, "device", "eval")
-# Keys that change neither the numbers nor what a trial directory holds: left out of the config hash
-# (the directory itself is <out_dir>/<study>/<name>; `progress` only prints; `data.cache_dir` only caches).
-_NOT_IN_CONFIG_HASH = ("name", "study", "out_dir", "progress", "data.cache_dir")
 
 
 class ConfigError(ValueError):
@@ -226,42 +222,27 @@ def to_plain(cfg: DictConfig) -> dict:
 
 def pair_key(cfg: DictConfig) -> str:
     """Hash of the resolved config without world and n: runs that share it are compared."""
-    plain = to_plain(cfg)
-    for key in _NOT_IN_PAIR_KEY:
-        plain.pop(key, None)
-    if not data_config.is_active(cfg.corrupt):  # clean runs keep the pair keys they had before corruptions
-        plain.pop("corrupt", None)
-    _drop_unset_additions(plain)
-    return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:12]
+    return _digest(hashed(RunConfig, to_plain(cfg), PAIR_KEY))
 
 
-# The keys the default trial name shows (a sweep appends the varying keys it does not show).
-IN_TRIAL_NAME = ("model.name", "model.width", "model.depth", "model.patch_size", "batch_size", "world", "n", "seed",
-                 "corrupt.label_noise", "corrupt.random_labels", "corrupt.pixels", "corrupt.test", "model.output_scale")
+def in_trial_name() -> tuple[str, ...]:
+    """The keys the default trial name shows (a sweep appends the varying keys it does not show)."""
+    return keys_with(RunConfig, "name")
 
 
 def hashed_config(plain: dict) -> dict:
-    """A resolved config (as a plain dict) without the keys left out of the config hash."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in plain.items() if k != "provenance"}
-    for key in _NOT_IN_CONFIG_HASH:
-        group, _, leaf = key.rpartition(".")
-        (out.get(group, {}) if group else out).pop(leaf, None)
-    _drop_unset_additions(out)
-    return out
+    """A resolved config (as a plain dict) as far as it makes the config hash (twoworlds/identity.py)."""
+    return hashed(RunConfig, {k: v for k, v in plain.items() if k != "provenance"}, CONFIG_HASH)
 
 
-def _drop_unset_additions(plain: dict) -> None:
-    """Keys added after studies were run, left out of the hashes while unset: a trial run before
-    them keeps its pair key and config hash (its directory is not refused as a changed config)."""
-    if isinstance(plain.get("model"), dict) and plain["model"].get("output_scale") is None:
-        plain["model"] = {k: v for k, v in plain["model"].items() if k != "output_scale"}
+def _digest(d: dict) -> str:
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def config_hash(cfg: DictConfig | dict) -> str:
-    """Hash of everything in the resolved config that changes a trial's numbers (see _NOT_IN_CONFIG_HASH):
-    a trial directory holds the results of one config hash, never a mix."""
-    plain = cfg if isinstance(cfg, dict) else to_plain(cfg)
-    return hashlib.sha1(json.dumps(hashed_config(plain), sort_keys=True).encode()).hexdigest()[:12]
+    """Hash of everything in the resolved config that changes a trial's numbers: a trial directory holds the
+    results of one config hash, never a mix."""
+    return _digest(hashed_config(cfg if isinstance(cfg, dict) else to_plain(cfg)))
 
 
 def config_diff(old: dict, new: dict) -> list[str]:

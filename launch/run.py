@@ -14,8 +14,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from twoworlds.datamodules import build_source
-from twoworlds.datamodules.config import WORLDS
-from twoworlds.datamodules.corruptions import corrupt_source, is_active
+from twoworlds.datamodules.config import WORLDS, cache_params
+from twoworlds.datamodules.corruptions import corrupt_source
 from twoworlds.datamodules.datamodule import WorldDataModule
 from twoworlds.datamodules.loaders import choose_loader
 from twoworlds.datamodules.worlds import WorldPlan
@@ -82,19 +82,11 @@ def build(cfg: DictConfig) -> tuple[ClassificationModule, WorldDataModule, World
         if cfg.progress and cfg.loader == "auto":
             print(f"[loader] {loader}: {why}", flush=True)
         dm = WorldDataModule(source, plan, cfg.eval.train_size, cfg.augment, cfg.channels_last, loader,
-                             cfg.data.cache_dir or str(Path(cfg.data.data_dir) / "ffcv-cache"), cache_params(cfg))
+                             cfg.data.cache_dir or str(Path(cfg.data.data_dir) / "ffcv-cache"),
+                             cache_params(cfg.data, cfg.corrupt))
     except ValueError as e:  # unknown names, bad knobs, a pool too small: the config's fault
         raise ConfigError(str(e)) from None
     return module, dm, plan
-
-
-def cache_params(cfg: DictConfig) -> dict:
-    """What the pool's .beton content depends on beyond the source itself: the data config and,
-    when any is on, the corruptions (written into the file). Clean runs keep their old cache key."""
-    params = OmegaConf.to_container(cfg.data, resolve=True)
-    if is_active(cfg.corrupt):
-        params["corrupt"] = OmegaConf.to_container(cfg.corrupt, resolve=True)
-    return params
 
 
 @dataclass

@@ -291,7 +291,7 @@ def _expand(doc: dict, path: Path, overrides: list[str]) -> list[Trial]:
             identity.pop("n")
         trials.setdefault(json.dumps(identity, sort_keys=True), Trial("", cfg, {}))
     varying = _varying_keys(list(trials.values()))
-    extra = [k for k in varying if k not in config.IN_TRIAL_NAME]
+    extra = [k for k in varying if k not in config.in_trial_name()]
     named = {}
     for t in trials.values():
         t.name = _sweep_trial_name(t.cfg, extra)
