@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from twoworlds.errors import ConfigError, DataError  # noqa: F401  (DataError: re-exported)
 from twoworlds.identity import CACHE_KEY, hashed, role
 
 WORLDS = ("real", "ideal")
@@ -17,11 +18,6 @@ LOADERS = ("tensor", "ffcv", "auto")  # auto: tensor when the pool fits in memor
 AUGMENT_LEVELS = (0, 1, 2, 3)  # image sources: none, flip, pad-4 crop + flip, reflect-pad crop + flip (augment.py)
 PIXELS = ("none", "shuffled", "random", "gaussian")  # input corruptions (corruptions.py)
 
-
-
-class DataError(ValueError):
-    """The data a run reads is not what it should be (e.g. a cache that served other samples than the
-    plan's): the run stops, and the CLI says so in one line (exit 2), like a configuration error."""
 
 @dataclass
 class DataConfig:
@@ -66,15 +62,15 @@ def is_active(cfg: CorruptConfig) -> bool:
 
 
 def check(cfg: CorruptConfig) -> None:
-    """ValueError naming the key and the fix (config.validate turns it into a ConfigError)."""
+    """A ConfigError naming the key and the fix."""
     if not 0 <= cfg.label_noise < 1:
-        raise ValueError(f"corrupt.label_noise={cfg.label_noise} must be in [0, 1) "
+        raise ConfigError(f"corrupt.label_noise={cfg.label_noise} must be in [0, 1) "
                          f"(the probability that a label is replaced by another class)")
     if cfg.label_noise > 0 and cfg.random_labels:
-        raise ValueError(f"corrupt.label_noise={cfg.label_noise} and corrupt.random_labels=true both replace "
+        raise ConfigError(f"corrupt.label_noise={cfg.label_noise} and corrupt.random_labels=true both replace "
                          f"labels; keep one (corrupt.label_noise=0 or corrupt.random_labels=false)")
     if cfg.test and not (cfg.label_noise > 0 or cfg.random_labels):
-        raise ValueError("corrupt.test=true applies the label corruptions to the test sets, but none is on; set "
+        raise ConfigError("corrupt.test=true applies the label corruptions to the test sets, but none is on; set "
                          "corrupt.label_noise or corrupt.random_labels=true, or leave corrupt.test=false")
 
 

@@ -30,6 +30,8 @@ from twoworlds.datamodules.sources import (
     Source,
 )
 
+from twoworlds.errors import ConfigError
+
 __all__ = ["PIXELS", "CorruptConfig", "CorruptedSource", "check", "corrupt_source", "is_active", "tag"]
 STATS_IDS = 10_000  # gaussian: per-position mean/std estimated on at most this many pool samples
 _CHUNK = 4096  # samples read at a time while estimating
@@ -52,7 +54,7 @@ class CorruptedSource(Source):
         check(cfg)
         assert cfg.pixels in PIXELS, cfg.pixels  # launch/config.py validates the choice
         if (cfg.label_noise > 0 or cfg.random_labels) and source.num_classes < 2:
-            raise ValueError(f"label corruptions need at least 2 classes; {source.name} has {source.num_classes}")
+            raise ConfigError(f"label corruptions need at least 2 classes; {source.name} has {source.num_classes}")
         self.inner, self.seed = source, int(data_seed)
         self.label_noise, self.random_labels = float(cfg.label_noise), bool(cfg.random_labels)
         self.pixels, self.corrupt_test = str(cfg.pixels), bool(cfg.test)

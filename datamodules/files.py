@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from twoworlds.datamodules.sources import Source
 
+from twoworlds.errors import DataError
+
 # ---------------------------------------------------------------------------------------------
 # file helpers
 # ---------------------------------------------------------------------------------------------
@@ -52,7 +54,7 @@ def _npz_memmap(path: str | Path, key: str) -> np.ndarray:
         try:
             info = zf.getinfo(f"{key}.npy")
         except KeyError:
-            raise KeyError(f"{path} has no array '{key}' (it holds: "
+            raise DataError(f"{path} has no array '{key}' (it holds: "
                            f"{', '.join(n.removesuffix('.npy') for n in zf.namelist())})") from None
     if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
         with open(path, "rb") as f:
@@ -78,7 +80,7 @@ def _npz_keys(path: Path) -> list[str]:
         with zipfile.ZipFile(path) as zf:
             return [n.removesuffix(".npy") for n in zf.namelist()]
     except zipfile.BadZipFile:
-        raise ValueError(f"{path} is not an .npz archive (np.savez writes one: a zip of .npy arrays)") from None
+        raise DataError(f"{path} is not an .npz archive (np.savez writes one: a zip of .npy arrays)") from None
 
 
 def _gather(arrays: list[np.ndarray], which: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -20,6 +20,8 @@ from twoworlds.datamodules import rng
 from twoworlds.datamodules.config import DataConfig
 from twoworlds.lightning_modules.registry import Registry
 
+from twoworlds.errors import ConfigError
+
 # Unbounded pools use ids [0, TEST_OFFSET); their test ids start here. 2**40 ids is far more than
 # any step budget (39,000 steps x 128 is 5e6).
 TEST_OFFSET = 1 << 40
@@ -82,11 +84,11 @@ def build_source(name: str, cfg: DataConfig) -> Source:
     source = SOURCES[name](cfg)  # an unknown name lists the known ones
     source.name = name
     if cfg.num_classes is not None and cfg.num_classes != source.num_classes:
-        raise ValueError(f"data.num_classes={cfg.num_classes} but the {name} source has {source.num_classes} classes")
+        raise ConfigError(f"data.num_classes={cfg.num_classes} but the {name} source has {source.num_classes} classes")
     if cfg.pool_size is not None:
         if cfg.pool_size < 1 or (source.pool_size is not None and cfg.pool_size > source.pool_size):
             have = "unbounded" if source.pool_size is None else f"{source.pool_size:,}"
-            raise ValueError(f"data.pool_size={cfg.pool_size:,} must be between 1 and the {name} pool ({have})")
+            raise ConfigError(f"data.pool_size={cfg.pool_size:,} must be between 1 and the {name} pool ({have})")
         source.pool_size = cfg.pool_size
     return source
 
@@ -105,7 +107,7 @@ class TeacherSource(Source):
 
     def __init__(self, cfg: DataConfig):
         if cfg.teacher_classes < 2:
-            raise ValueError(f"data.teacher_classes must be >= 2, got {cfg.teacher_classes}")
+            raise ConfigError(f"data.teacher_classes must be >= 2, got {cfg.teacher_classes}")
         self.seed = cfg.seed
         self.input_shape = tuple(int(d) for d in cfg.teacher_shape)
         self.num_classes = cfg.teacher_classes

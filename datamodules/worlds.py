@@ -23,13 +23,15 @@ from twoworlds.datamodules import rng
 from twoworlds.datamodules.config import WORLDS
 from twoworlds.datamodules.sources import Source
 
+from twoworlds.errors import ConfigError
+
 # Unbounded pools: each run seed draws from its own window of 2**32 consecutive ids, so runs with
 # different seeds see different data. 256 windows fit below the test range.
 _WINDOW_BITS = 32
 _STREAM_SUBSET, _STREAM_EPOCH, _STREAM_IDEAL = 101, 102, 103  # distinct from the sources' streams
 
 
-class PoolTooSmallError(ValueError):
+class PoolTooSmallError(ConfigError):
     """A finite pool cannot feed the Ideal World T*B distinct samples, or the Real World n."""
 
 
@@ -157,6 +159,6 @@ def rank_slice(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     if world_size == 1:
         return batch
     if len(batch) % world_size:
-        raise ValueError(f"batch_size {len(batch)} is not divisible by the {world_size} DDP workers")
+        raise ConfigError(f"batch_size {len(batch)} is not divisible by the {world_size} DDP workers")
     per = len(batch) // world_size
     return batch[rank * per:(rank + 1) * per]

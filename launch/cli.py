@@ -15,9 +15,10 @@ import os
 import sys
 from pathlib import Path
 
-from twoworlds.datamodules.config import DataError
-from twoworlds.launch.config import ConfigError
+from twoworlds.launch.logs import show_library_logs
 from twoworlds.launch.recorder import ARGV_ENV
+
+from twoworlds.errors import UserError
 
 DEMO_SWEEP = "quickstart"  # a shipped study (sweeps/quickstart.yaml, package data in a wheel)
 
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    show_library_logs()
     parser = argparse.ArgumentParser(prog="twoworlds", description="Deep Bootstrap scaling studies: Real vs Ideal World.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="train one run (world=real|ideal) or the pair (world=both)")
@@ -92,7 +94,7 @@ def _main(argv: list[str] | None) -> int:
               "a single run keeps no checkpoint, so running the same command again starts it from step 0",
               file=sys.stderr)
         return 130
-    except (ConfigError, DataError) as e:
+    except UserError as e:  # raised on purpose, phrased for the user; anything else is a bug: its traceback, exit 1
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -172,13 +174,9 @@ def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smok
 
 def _report(study_dir: str, target: float | None = None, speed_step: float | None = None, check: bool = False,
             x: str = "steps") -> int:
-    from twoworlds.results.aggregate import StudyError
     from twoworlds.results.report import build_report
     print(f"[report] reading {study_dir}", flush=True)
-    try:
-        report = build_report(study_dir, target=target, speed_step=speed_step, x=x)
-    except StudyError as e:
-        raise ConfigError(str(e)) from None
+    report = build_report(study_dir, target=target, speed_step=speed_step, x=x)
     for v in report.verdicts:
         print(f"[claim] {v.word:>11}: {v.claim} ({v.evidence})", flush=True)
     print(f"[report] written: {report.index}  (and report.md, PNGs, tables beside it)", flush=True)

@@ -29,6 +29,7 @@ from twoworlds.results.records import (
     yaml_problem,
 )
 
+from twoworlds.errors import ConfigError
 from twoworlds.identity import CONFIG_HASH, PAIR_KEY, hashed, keys_with, role
 
 
@@ -98,10 +99,6 @@ CHOICES = {
     "optim.schedule": SCHEDULES,
     "corrupt.pixels": PIXELS,
 }
-
-
-class ConfigError(ValueError):
-    """A configuration problem, phrased for the person who typed it."""
 
 
 def schema() -> DictConfig:
@@ -210,10 +207,7 @@ def validate(cfg: DictConfig) -> None:
     if not 0 <= es.train_error_below < 1 or es.patience < 1:
         raise ConfigError(f"early_stop.train_error_below={es.train_error_below} must be in [0, 1) (0: off) and "
                           f"early_stop.patience={es.patience} at least 1")
-    try:
-        data_config.check(cfg.corrupt)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    data_config.check(cfg.corrupt)
 
 
 def to_plain(cfg: DictConfig) -> dict:

@@ -27,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from twoworlds.launch import config, trial_state
 from twoworlds.launch.config import ConfigError
 from twoworlds.lightning_modules.registry import did_you_mean
-from twoworlds.results.claim_spec import ClaimError, validate_claims
+from twoworlds.results.claim_spec import validate_claims
 from twoworlds.results.records import MANIFEST, atomic_write_text, read_json_file, yaml_problem
 
 TOP_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "resources", "max_failures", "claims", "smoke")
@@ -193,10 +193,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (), sm
         t.varying = {k: OmegaConf.select(t.cfg, k) for k in varying}
         if t.cfg.world == "ideal" and "n" in t.varying:
             t.varying["n"] = None
-    try:
-        claims = validate_claims(doc.get("claims"), where)
-    except ClaimError as e:
-        raise ConfigError(str(e)) from None
+    claims = validate_claims(doc.get("claims"), where)
     max_failures = doc.get("max_failures", 2)
     if not _is_int(max_failures) or max_failures < 0:
         raise ConfigError(f"'max_failures' {where} must be an integer >= 0 (retries of a trial that raises), "

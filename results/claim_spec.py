@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from twoworlds.lightning_modules.registry import Registry, did_you_mean
 
+from twoworlds.errors import UserError
+
 # Per-configuration metrics (columns of the report's configurations table, means over seeds).
 METRICS = {
     "real_final": "Real World final test soft error",
@@ -45,7 +47,7 @@ for _kind, _params in {
 COMMON = frozenset({"kind", "claim", "where"})  # keys every claim may have
 
 
-class ClaimError(ValueError):
+class ClaimError(UserError, ValueError):
     """A malformed claim in a sweep file."""
 
 
