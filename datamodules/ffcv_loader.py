@@ -33,12 +33,12 @@ that says how to install it.
 
 from __future__ import annotations
 
-import _thread
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -211,8 +211,8 @@ def _write(source: Source, final: Path, num_workers: int, chunk: int) -> None:
 
     def watchdog():
         while not done.wait(0.2):
-            if error_path.exists():
-                _thread.interrupt_main()
+            if error_path.exists():  # a KeyboardInterrupt in the main thread, where FFCV's writer waits
+                signal.raise_signal(signal.SIGINT)
                 return
 
     t0 = time.perf_counter()

@@ -144,9 +144,10 @@ def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smok
         overrides = resume_overrides(sweep, overrides, smoke)
         sweep = load_sweep(path, overrides, smoke=smoke)
     trial_state.refuse_conflicts([t.cfg for t in sweep.trials])  # every trial directory, before Ray starts
-    from twoworlds.launch.sweep import connect, run_sweep
+    from twoworlds.launch.ray_start import connect
     from twoworlds.results.summary import collect, format_summary
     local = connect(sweep, address, num_cpus)  # no cluster, or trials no node can hold: one line, nothing written
+    from twoworlds.launch.sweep import run_sweep  # imports Ray: after connect set what Ray reads at import
     print(f"[sweep {sweep.name}] {len(sweep.trials)} trials; outputs in {sweep.study_dir}", flush=True)
     if not resume:
         sweep.write_manifest(overrides, smoke)

@@ -78,7 +78,8 @@ def test_the_shared_modules_import_nothing_of_ours_and_nothing_heavy():
 
 
 def test_the_config_schema_and_sweep_checks_load_without_torch_lightning_or_pandas():
-    loaded = _fresh_import("import twoworlds.launch.cli, twoworlds.launch.config, twoworlds.launch.sweep_spec")
+    loaded = _fresh_import("import twoworlds.launch.cli, twoworlds.launch.config, twoworlds.launch.sweep_spec, "
+                           "twoworlds.launch.ray_start, twoworlds.launch.compat")
     assert loaded["heavy"] == [], f"the config layer pulled {loaded['heavy']}: `twoworlds keys` would wait for them"
 
 

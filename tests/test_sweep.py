@@ -19,6 +19,8 @@ from twoworlds.launch.config import ConfigError
 from twoworlds.launch.sweep_spec import load_sweep
 from twoworlds.lightning_modules.schedules import eval_steps
 
+from twoworlds.errors import UserError
+
 REPO = Path(__file__).resolve().parent.parent
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 # the report's study-specific plots: the model-size section where the width varies, the predictor's
@@ -86,7 +88,7 @@ def test_every_shipped_sweep_and_its_smoke_variant_validate(path):
 def test_a_bad_sweep_file_fails_before_anything_runs_naming_file_and_key(tmp_path, text, match):
     path = tmp_path / "x.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(UserError, match=match):  # a ConfigError, or a ClaimError for the claims
         load_sweep(path)
 
 
