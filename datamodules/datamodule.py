@@ -20,7 +20,6 @@ from twoworlds.lightning_modules.metrics import TEST, TRAIN
 from twoworlds.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (x, y, ids)
-STREAM_AUGMENT = 104  # augmentation randomness of step s: a function of (run seed, s)
 
 
 class TensorBatches:
@@ -132,7 +131,7 @@ class WorldDataModule(pl.LightningDataModule):
     def train_transform(self, x: torch.Tensor, step: int) -> torch.Tensor:
         if not getattr(self.source, "is_image", False):
             return x
-        gen = torch.Generator(device=x.device).manual_seed(rng.block_seed(self.plan.seed, STREAM_AUGMENT, step))
+        gen = torch.Generator(device=x.device).manual_seed(rng.block_seed(self.plan.seed, rng.Stream.AUGMENT, step))
         return prepare_images(x, self.source.mean, self.source.std, self.augment, gen, self.channels_last)
 
     def eval_transform(self, x: torch.Tensor) -> torch.Tensor:

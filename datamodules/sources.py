@@ -26,12 +26,6 @@ from twoworlds.errors import ConfigError
 # any step budget (39,000 steps x 128 is 5e6).
 TEST_OFFSET = 1 << 40
 
-# rng streams, so that independent uses of the same (seed, id) never share random bits.
-STREAM_INPUT, STREAM_LABEL, STREAM_TEACHER = 1, 2, 3
-# Corruptions (datamodules/corruptions.py): label decisions, the one shared pixel permutation,
-# per-sample permutations, Gaussian inputs, and the pool sample their mean/std is estimated on.
-STREAM_CORRUPT_LABEL, STREAM_CORRUPT_SHUFFLE, STREAM_CORRUPT_PIXELS = 4, 5, 6
-STREAM_CORRUPT_GAUSSIAN, STREAM_CORRUPT_STATS = 7, 8
 
 
 class Source:
@@ -64,10 +58,6 @@ class Source:
     def pool_limit(self) -> int:
         """One past the largest pool id."""
         return self.test_offset if self.pool_size is None else self.pool_size
-
-    def describe(self) -> str:
-        pool = "unbounded" if self.pool_size is None else f"{self.pool_size:,}"
-        return f"{self.name}: input {tuple(self.input_shape)}, {self.num_classes} classes, pool {pool}, test {self.test_size:,}"
 
 
 def _import_builtin_sources() -> None:
@@ -114,7 +104,7 @@ class TeacherSource(Source):
         self.pool_size = None
         self.test_size = cfg.test_size
         dim = int(torch.tensor(self.input_shape).prod())
-        gen = torch.Generator().manual_seed(rng.block_seed(cfg.seed, STREAM_TEACHER, 0))
+        gen = torch.Generator().manual_seed(rng.block_seed(cfg.seed, rng.Stream.TEACHER, 0))
         self.teacher = nn.Sequential(nn.Flatten(), nn.Linear(dim, cfg.teacher_width), nn.Tanh(),
                                      nn.Linear(cfg.teacher_width, self.num_classes))
         with torch.no_grad():
@@ -126,7 +116,7 @@ class TeacherSource(Source):
 
     def get(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dim = int(torch.tensor(self.input_shape).prod())
-        (x,) = rng.block_draw(self.seed, ids, STREAM_INPUT,
+        (x,) = rng.block_draw(self.seed, ids, rng.Stream.INPUT,
                               lambda g: (torch.randn(rng.BLOCK, dim, generator=g),))
         x = x.view(len(ids), *self.input_shape)
         with torch.no_grad():
