@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from twoworlds.datamodules.files import FileSource, _npz_keys, _npz_memmap, _resolve
+from twoworlds.datamodules.files import FileSource, _npz_keys, _npz_memmap, _resolve, read_npy
 from twoworlds.datamodules.sources import DataConfig, register_source
 
 from twoworlds.errors import ConfigError, DataError
@@ -90,7 +90,7 @@ class ArraySource(FileSource):
         labels = [self._labels_of(y, "y")] + ([self._labels_of(ty, "test y")] if ty is not None else [])
         self.num_classes = _num_classes(labels, files, cfg.num_classes)
 
-        self._layout = self._layout_of(x)
+        self._layout = self._layout_of(x, files["x"])
         sample = x.shape[1:]
         if self._layout == "hwc":
             self.input_shape = (sample[2], sample[0], sample[1])
@@ -160,7 +160,7 @@ class ArraySource(FileSource):
         missing = [f"{key}={p.resolve()}" for key, p in paths.items() if not p.is_file()]
         if missing:
             raise DataError(f"arrays: missing {', '.join(missing)}")
-        arrays = {key: np.load(p, mmap_mode="r", allow_pickle=False) for key, p in paths.items()}
+        arrays = {key: read_npy(p, key) for key, p in paths.items()}
         opened = [("npy", paths["data.x_file"]), ("npy", paths.get("data.test_x_file"))]
         files = {what: paths[f"data.{key}"] for what, key in (("x", "x_file"), ("y", "y_file"),
                  ("test x", "test_x_file"), ("test y", "test_y_file")) if f"data.{key}" in paths}
@@ -185,16 +185,20 @@ class ArraySource(FileSource):
         return y
 
     @staticmethod
-    def _layout_of(x: np.ndarray) -> str:
+    def _layout_of(x: np.ndarray, path: Path) -> str:
         if x.dtype == np.uint8 and x.ndim == 4:
             if 1 <= x.shape[3] <= 4:
                 return "hwc"
             if 1 <= x.shape[1] <= 4:
                 return "chw"
         if x.ndim < 2:
-            raise DataError(f"arrays: x must be (N, ...) with one row per sample, got shape {x.shape}")
+            raise DataError(f"arrays: x ({Path(path).resolve()}) must be (N, ...) with one row per sample, got shape {x.shape}")
         if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-            raise DataError(f"arrays: x must be numeric, got dtype {x.dtype}")
+            raise DataError(f"arrays: x ({Path(path).resolve()}) must be numeric, got dtype {x.dtype}")
+        if np.issubdtype(x.dtype, np.complexfloating):  # torch would drop the imaginary part with only a warning
+            raise DataError(f"arrays: x ({Path(path).resolve()}) must hold real numbers, got dtype {x.dtype}; pass the "
+                            "real and imaginary "
+                            "parts as separate features if both matter")
         return "float"
 
     def _channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:

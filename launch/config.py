@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,6 +164,7 @@ def read_yaml(path: Path) -> DictConfig:
     """A YAML mapping from a file, or a one-line ConfigError naming the file and the line."""
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found")
+    refuse_duplicate_keys(path.read_text(), path)
     try:
         doc = OmegaConf.load(path)
     except yaml.YAMLError as e:
@@ -172,6 +174,29 @@ def read_yaml(path: Path) -> DictConfig:
     return doc
 
 
+def refuse_duplicate_keys(text: str, path: Path) -> None:
+    """A mapping that gives one key twice is refused, naming the key and both lines: PyYAML (and OmegaConf) would
+    keep the last value without a word. Text that is not valid YAML is left to the loader that follows."""
+    try:
+        nodes = [yaml.compose(text, Loader=yaml.SafeLoader)]
+    except yaml.YAMLError:
+        return
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                    line = key.start_mark.line + 1
+                    if key.value in seen:
+                        raise ConfigError(f"{path}: key '{key.value}' is given twice in one mapping (lines "
+                                          f"{seen[key.value]} and {line}); keep one")
+                    seen[key.value] = line
+                nodes.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            nodes.extend(node.value)
+
+
 def check_name(key: str, value: str) -> None:
     """Study and trial names are directory names under out_dir: never a path that could leave it."""
     if not value or value in (".", "..") or "/" in value or "\\" in value or ".." in value:
@@ -179,35 +204,73 @@ def check_name(key: str, value: str) -> None:
                           f"outputs go to <out_dir>/<study>/<name>/")
 
 
+SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
+
+
 def validate(cfg: DictConfig) -> None:
-    check_name("study", cfg.study)
-    if cfg.name:
-        check_name("name", cfg.name)
+    """Every value's own checks and the combinations that cannot run, each a one-line ConfigError naming the key."""
+    check_values(dict(_flat_items(to_plain(cfg))))
+
+
+def _flat_items(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flat_items(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def check_values(v: dict) -> None:
+    """`validate` on a flat {dotted key: value} view of a resolved config."""
+    check_name("study", v["study"])
+    if v["name"]:
+        check_name("name", v["name"])
+    for key, value in v.items():  # nan/inf make no sense for any number here (a learning rate, a fraction, a scale)
+        if any(isinstance(x, float) and not math.isfinite(x) for x in (value if isinstance(value, list) else [value])):
+            raise ConfigError(f"{key}={value} must be a finite number")
     for key, allowed in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"{key}={value} is not one of: {', '.join(str(a) for a in allowed)}")
+        if v[key] not in allowed:
+            raise ConfigError(f"{key}={v[key]} is not one of: {', '.join(str(a) for a in allowed)}")
     for key in ("n", "steps", "batch_size", "check_every", "eval.points", "eval.batch_size", "data.test_size",
                 "model.width", "model.depth"):
-        if OmegaConf.select(cfg, key) < 1:
-            raise ConfigError(f"{key} must be >= 1, got {OmegaConf.select(cfg, key)}")
+        if v[key] < 1:
+            raise ConfigError(f"{key} must be >= 1, got {v[key]}")
     for key in ("seed", "data.seed"):
-        if OmegaConf.select(cfg, key) < 0:
-            raise ConfigError(f"{key} must be >= 0, got {OmegaConf.select(cfg, key)}")
-    if cfg.model.output_scale is not None and not cfg.model.output_scale > 0:
-        raise ConfigError(f"model.output_scale={cfg.model.output_scale} must be > 0 (the lazy-training scale "
+        if not 0 <= v[key] <= SEED_MAX:
+            raise ConfigError(f"{key} must be in [0, {SEED_MAX}] (numpy's seed range), got {v[key]}")
+    if v["model.output_scale"] is not None and not v["model.output_scale"] > 0:
+        raise ConfigError(f"model.output_scale={v['model.output_scale']} must be > 0 (the lazy-training scale "
                           "alpha), or null for the plain network")
-    if cfg.optim.lr <= 0:
-        raise ConfigError(f"optim.lr must be > 0, got {cfg.optim.lr}")
-    if cfg.optim.nesterov and cfg.optim.momentum <= 0:
+    _check_optim(v)
+    if not 0 <= v["early_stop.train_error_below"] < 1 or v["early_stop.patience"] < 1:
+        raise ConfigError(f"early_stop.train_error_below={v['early_stop.train_error_below']} must be in [0, 1) "
+                          f"(0: off) and early_stop.patience={v['early_stop.patience']} at least 1")
+    if v["source"] == "teacher" and (len(v["data.teacher_shape"]) not in (2, 3)
+                                     or min(v["data.teacher_shape"]) < 1 or v["data.teacher_width"] < 1):
+        raise ConfigError(f"data.teacher_shape={v['data.teacher_shape']} must be 2 or 3 sizes >= 1 (e.g. [1, 32]) "
+                          f"and data.teacher_width={v['data.teacher_width']} at least 1")
+    data_config.check(CorruptConfig(**{k.removeprefix("corrupt."): x for k, x in v.items() if k.startswith("corrupt.")}))
+
+
+def _check_optim(v: dict) -> None:
+    """What torch's optimizers would refuse at the first step, or what silently cannot train, refused here."""
+    if v["optim.lr"] <= 0:
+        raise ConfigError(f"optim.lr must be > 0, got {v['optim.lr']}")
+    if not 0 <= v["optim.momentum"] < 1:
+        raise ConfigError(f"optim.momentum={v['optim.momentum']} must be in [0, 1)")
+    if v["optim.nesterov"] and v["optim.momentum"] <= 0:
         raise ConfigError("optim.nesterov=true needs optim.momentum > 0")
-    if cfg.optim.warmup_steps >= cfg.steps:
-        raise ConfigError(f"optim.warmup_steps={cfg.optim.warmup_steps} must be below steps={cfg.steps}")
-    es = cfg.early_stop
-    if not 0 <= es.train_error_below < 1 or es.patience < 1:
-        raise ConfigError(f"early_stop.train_error_below={es.train_error_below} must be in [0, 1) (0: off) and "
-                          f"early_stop.patience={es.patience} at least 1")
-    data_config.check(cfg.corrupt)
+    if v["optim.weight_decay"] < 0:
+        raise ConfigError(f"optim.weight_decay={v['optim.weight_decay']} must be >= 0")
+    betas = v["optim.betas"]
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ConfigError(f"optim.betas={betas} must be two numbers in [0, 1) (AdamW's decay rates, e.g. [0.9, 0.999])")
+    if not all(0 < m < 1 for m in v["optim.milestones"]):
+        raise ConfigError(f"optim.milestones={v['optim.milestones']} must be fractions of steps in (0, 1)")
+    if v["optim.gamma"] <= 0:
+        raise ConfigError(f"optim.gamma={v['optim.gamma']} must be > 0 (the step schedule's factor)")
+    if not 0 <= v["optim.warmup_steps"] < v["steps"]:
+        raise ConfigError(f"optim.warmup_steps={v['optim.warmup_steps']} must be in [0, steps={v['steps']})")
 
 
 def to_plain(cfg: DictConfig) -> dict:

@@ -176,8 +176,10 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (), sm
     """Read, check and expand a sweep file (a path, or the bare name of a shipped study such as
     `quickstart`). `overrides` (key=value) apply to every trial, last."""
     path = resolve_sweep(path)
+    text = path.read_text()
+    config.refuse_duplicate_keys(text, path)
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {yaml_problem(e)}") from None
     where = f"in {path}"
