@@ -143,7 +143,8 @@ def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smok
     if resume:  # the trials continue as they were started: the stored overrides, never new ones
         overrides = resume_overrides(sweep, overrides, smoke)
         sweep = load_sweep(path, overrides, smoke=smoke)
-    trial_state.refuse_conflicts([t.cfg for t in sweep.trials])  # every trial directory, before Ray starts
+    # every trial directory there is, before Ray starts (a trial without one has nothing to conflict with)
+    trial_state.refuse_conflicts([t.cfg for t in sweep.trials if t.run_dir.is_dir()])
     from twoworlds.launch.ray_start import connect
     from twoworlds.results.summary import collect, format_summary
     local = connect(sweep, address, num_cpus)  # no cluster, or trials no node can hold: one line, nothing written

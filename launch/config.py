@@ -226,7 +226,8 @@ def check_values(v: dict) -> None:
     if v["name"]:
         check_name("name", v["name"])
     for key, value in v.items():  # nan/inf make no sense for any number here (a learning rate, a fraction, a scale)
-        if any(isinstance(x, float) and not math.isfinite(x) for x in (value if isinstance(value, list) else [value])):
+        if type(value) is float and not math.isfinite(value) or type(value) is list and not all(
+                math.isfinite(x) for x in value if type(x) is float):
             raise ConfigError(f"{key}={value} must be a finite number")
     for key, allowed in CHOICES.items():
         if v[key] not in allowed:
@@ -309,8 +310,21 @@ def config_diff(old: dict, new: dict) -> list[str]:
             if a.get(k, "(absent)") != b.get(k, "(absent)")]
 
 
-def trial_name(cfg: DictConfig) -> str:
+class _Attrs:
+    """Attribute access to a plain nested dict, as to a DictConfig (the sweep expands plain dicts)."""
+
+    def __init__(self, d: dict):
+        self._d = d
+
+    def __getattr__(self, key: str):
+        value = self._d[key]
+        return _Attrs(value) if isinstance(value, dict) else value
+
+
+def trial_name(cfg: DictConfig | dict) -> str:
     """A readable, deterministic name: family, knobs, batch, world (and n), seed."""
+    if isinstance(cfg, dict):
+        cfg = _Attrs(cfg)
     if cfg.name:
         return cfg.name
     m = cfg.model

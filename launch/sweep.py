@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
@@ -24,6 +25,7 @@ import ray
 from omegaconf import OmegaConf
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.search import BasicVariantGenerator
 from twoworlds.launch import compat, config, trial_state
 from twoworlds.launch.config import ConfigError
 from twoworlds.launch.logs import show_library_logs
@@ -142,15 +144,29 @@ class SweepProgress(tune.Callback):
 
 
 def _name(trial) -> str:
-    return trial.config["trial"]["name"]
+    looked_up = trial.config["trial"]  # a name (or, in an experiment started before names, the whole config)
+    return looked_up if isinstance(looked_up, str) else looked_up["name"]
 
 
-def trainable_for(sweep: Sweep):
+def trainable_for(sweep: Sweep, out_dir: Path):
+    """The Tune trainable: each trial's config comes from one table in Ray's object store (`tune.with_parameters`),
+    looked up by the trial's name, so Tune's own state holds only names. (With the configs in the search space, Tune
+    deep-copies all of them for every trial it makes: a 10,000-trial sweep never got to its first trial.)"""
     r = sweep.resources
     if r.workers > 1:
         from twoworlds.launch.ddp import ddp_trial_fn
-        return tune.with_resources(ddp_trial_fn, {"CPU": DDP_TRIAL_CPU})
-    return tune.with_resources(trial_fn, {"CPU": r.cpu, "GPU": r.gpu})
+        fn, resources = ddp_trial_fn, {"CPU": DDP_TRIAL_CPU}
+    else:
+        fn, resources = trial_fn, {"CPU": r.cpu, "GPU": r.gpu}
+
+    def trial(params: dict, configs: dict) -> None:
+        looked_up = params["trial"]
+        if isinstance(looked_up, str):  # a name; an experiment started before the table held its config itself
+            looked_up = {**configs[looked_up], "run_id": params["run_id"]}
+        fn({"trial": looked_up})
+
+    trial.__name__ = fn.__name__
+    return tune.with_resources(tune.with_parameters(trial, configs=trial_configs(sweep, out_dir)), resources)
 
 
 def concurrent_trials(sweep: Sweep) -> int:
@@ -163,17 +179,25 @@ def concurrent_trials(sweep: Sweep) -> int:
     return max(1, int(min(fits)))
 
 
-def param_space(sweep: Sweep, out_dir: Path) -> dict:
-    run_id = uuid.uuid4().hex  # kept in Tune's state: the same on --resume, new for a fresh sweep
-    configs = []
+def trial_configs(sweep: Sweep, out_dir: Path) -> dict[str, dict]:
+    """What each trial process receives, by trial name."""
+    configs = {}
     for t in sweep.trials:
-        plain = config.to_plain(t.cfg)
+        plain = copy.deepcopy(t.plain)  # not t.cfg: a typed config per trial would cost seconds in a large sweep
         plain["out_dir"] = str(out_dir)  # absolute: trials run with another working directory
         plain["progress"] = False  # the sweep prints one progress line per trial event instead
-        configs.append({"name": t.name, "cfg": plain, "threads": max(1, int(sweep.resources.cpu)),
-                        "workers": sweep.resources.workers, "cpu": sweep.resources.cpu,
-                        "gpu": sweep.resources.gpu, "run_id": run_id})
-    return {"trial": tune.grid_search(configs)}
+        configs[t.name] = {"name": t.name, "cfg": plain, "threads": max(1, int(sweep.resources.cpu)),
+                           "workers": sweep.resources.workers, "cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu}
+    return configs
+
+
+def param_space(sweep: Sweep, max_concurrent: int = 0) -> tuple[dict, BasicVariantGenerator]:
+    """Tune's search space and the generator of its trials: one trial per name, each name a preset point (Tune
+    copies its search space for every trial it makes, so that space holds no list of all the trials). `run_id`
+    is kept in Tune's state: the same on --resume, new for a fresh sweep (trial_state.py)."""
+    points = [{"trial": t.name} for t in sweep.trials]
+    generator = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent)
+    return {"trial": {}, "run_id": uuid.uuid4().hex}, generator
 
 
 def run_sweep(sweep: Sweep, *, local: bool, resume: bool = False) -> list[dict]:
@@ -181,7 +205,7 @@ def run_sweep(sweep: Sweep, *, local: bool, resume: bool = False) -> list[dict]:
     returned); returns the last reported metrics of each trial."""
     out_dir = Path(OmegaConf.select(sweep.trials[0].cfg, "out_dir")).resolve()
     experiment = out_dir / sweep.name / TUNE_DIR
-    trainable = trainable_for(sweep)
+    trainable = trainable_for(sweep, out_dir)
     if resume:
         if not tune.Tuner.can_restore(str(experiment)):
             raise ConfigError(f"nothing to resume: no sweep state at {experiment} (run without --resume first)")
@@ -194,16 +218,18 @@ def run_sweep(sweep: Sweep, *, local: bool, resume: bool = False) -> list[dict]:
             # result.json/progress.csv for Tune's own bookkeeping; no TensorBoard copy (see above)
             callbacks=[SweepProgress(sweep), JsonLoggerCallback(), CSVLoggerCallback()], verbose=0)
         # reused actors spare function trials their imports; a DDP trial's actor only waits on its TorchTrainer
-        tune_config = tune.TuneConfig(reuse_actors=sweep.resources.workers == 1, trial_name_creator=_name,
-                                      trial_dirname_creator=_name,
-                                      # a cluster may autoscale: only a local instance is fixed in size
-                                      max_concurrent_trials=concurrent_trials(sweep) if local else None)
-        tuner = tune.Tuner(trainable, param_space=param_space(sweep, out_dir), tune_config=tune_config,
+        # a cluster may autoscale: only a local instance is fixed in size (0: no limit)
+        space, trials = param_space(sweep, max_concurrent=concurrent_trials(sweep) if local else 0)
+        tune_config = tune.TuneConfig(search_alg=trials, num_samples=len(sweep.trials),
+                                      reuse_actors=sweep.resources.workers == 1, trial_name_creator=_name,
+                                      trial_dirname_creator=_name)
+        tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config,
                            run_config=run_config)
     results = tuner.fit()
     # Tune returns normally after Ctrl-C, having stopped the trials it cut off before they wrote a summary.
     if any(r.error is None and not (r.metrics or {}).get("done") for r in results):
         for t in sweep.trials:  # only those started and never finished have no summary, or a 'running' one
-            trial_state.mark_interrupted(t.cfg)
+            if t.run_dir.is_dir():  # never started: nothing to mark (and no typed config to make)
+                trial_state.mark_interrupted(t.cfg)
         raise KeyboardInterrupt
     return [r.metrics or {} for r in results]

@@ -251,3 +251,58 @@ def test_a_two_worker_ddp_trial_runs_through_a_torch_trainer_and_retries_from_it
     assert run["samples_seen"] == run["distinct_samples_seen"] == 40 * 32
     assert metric_steps(tmp_path / "ddp" / trial) == eval_steps(40, 5)
     assert not (tmp_path / "ddp" / trial / "last.ckpt").exists()
+
+
+def _reference_trials(path, overrides=()):
+    """The expansion as it was before it was batched: one typed OmegaConf config per grid point, each value set
+    by OmegaConf, the overrides merged, then validated. The fast path must give exactly these configs."""
+    import itertools
+
+    from omegaconf import OmegaConf
+    from twoworlds.launch import config
+    from twoworlds.launch.sweep_spec import _flat, _zip_points
+
+    doc = yaml.safe_load(Path(path).read_text())
+    grid = _flat(doc.get("grid"), "")
+    points = [dict(zip(grid, v, strict=True)) for v in itertools.product(*grid.values())]
+    groups = doc.get("zip") if isinstance(doc.get("zip"), list) else [doc.get("zip")]
+    zips = [{}]
+    for group in groups:
+        zips = [{**a, **b} for a in zips for b in _zip_points(_flat(group, ""), "")]
+    seeds = doc.get("seeds", 1)
+    out = {}
+    for g, z, seed in itertools.product(points, zips, range(seeds) if isinstance(seeds, int) else seeds):
+        cfg = config.schema()
+        cfg.study = doc["name"]
+        for values in (_flat(doc.get("base"), ""), g, z):
+            for k, v in values.items():
+                OmegaConf.update(cfg, k, v, merge=True)
+        cfg.seed = seed
+        cfg = config.merge(cfg, list(overrides))
+        config.validate(cfg)
+        plain = config.to_plain(cfg)
+        plain.pop("name")
+        identity = {**plain, "n": None} if cfg.world == "ideal" else plain
+        out.setdefault(json.dumps(identity, sort_keys=True), plain)
+    return sorted(out.values(), key=lambda p: json.dumps(p, sort_keys=True))
+
+
+@pytest.mark.parametrize("study", ["random_labels", "label_noise_width", "width_depth", "lazy_rich", "tricky"])
+def test_the_batched_expansion_gives_the_configs_one_omegaconf_config_per_trial_gives(tmp_path, study):
+    """Typed values converted once per distinct (key, value) (ints for floats, null, lists, zip groups, seeds,
+    overrides on the command line) equal, trial by trial, what OmegaConf gives one config at a time."""
+    from twoworlds.launch.sweep_spec import shipped_sweeps
+    overrides = ["optim.lr=0.2", "data.teacher_shape=[1,16]", "model.output_scale=3"]
+    path = shipped_sweeps().get(study)
+    if study == "tricky":
+        path = tmp_path / "tricky.yaml"
+        path.write_text("name: tricky\nbase: {source: teacher, steps: 40, optim: {lr: 1, betas: [0.8, 0.9]}}\n"
+                        "grid: {model.output_scale: [null, 2, 10.5], corrupt.label_noise: [0, 0.1]}\n"
+                        "zip: [{world: [real, ideal], n: [100, 100]}, {batch_size: [16, 32], eval.points: [3, 4]}]\n"
+                        "seeds: [3, 5]\n")
+        overrides = ["optim.momentum=0", "eval.train_size=50"]
+    sweep = load_sweep(path, overrides)
+    got = sorted(({k: v for k, v in t.plain.items() if k != "name"} for t in sweep.trials),
+                 key=lambda p: json.dumps(p, sort_keys=True))
+    assert got == _reference_trials(path, overrides)
+    assert all(t.plain["name"] == t.name == t.cfg.name for t in sweep.trials)
