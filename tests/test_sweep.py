@@ -306,3 +306,55 @@ def test_the_batched_expansion_gives_the_configs_one_omegaconf_config_per_trial_
                  key=lambda p: json.dumps(p, sort_keys=True))
     assert got == _reference_trials(path, overrides)
     assert all(t.plain["name"] == t.name == t.cfg.name for t in sweep.trials)
+
+
+def test_seeds_from_the_command_line_make_a_study_of_their_own(tmp_path):
+    """`seeds=[100,101]` or `seeds=3` replace the file's seeds and name a study of their own: never a mix with the
+    trials of the file's own seeds in one study directory."""
+    path = write_sweep(tmp_path, seeds="[0, 1]")
+    own = load_sweep(path, [f"out_dir={tmp_path}"])
+    other = load_sweep(path, ["seeds=[100,101]", f"out_dir={tmp_path}"])
+    counted = load_sweep(path, [f"out_dir={tmp_path}", "seeds=3"])
+    assert (own.name, other.name, counted.name) == ("tiny", "tiny-seeds100-101", "tiny-seeds0to2")
+    assert {t.plain["seed"] for t in other.trials} == {100, 101} and len(other.trials) == len(own.trials)
+    assert {t.plain["seed"] for t in counted.trials} == {0, 1, 2}
+    assert own.study_dir != other.study_dir and all(t.plain["study"] == other.name for t in other.trials)
+    assert {t.run_dir.parent for t in other.trials} == {other.study_dir}
+    assert load_sweep(path, ["seeds=[5]"], smoke=False).name == "tiny-seeds5"
+
+
+def test_seeds_on_the_command_line_are_checked_and_shown_by_dry_run(tmp_path, capsys):
+    path = write_sweep(tmp_path)
+    with pytest.raises(ConfigError, match=r"'seeds' on the command line must be a count >= 1 or a non-empty list"):
+        load_sweep(path, ["seeds=[-1]"])
+    assert main(["sweep", "zoo_scatter", "seeds=[100,101]", "--smoke", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "trials in study 'zoo_scatter-smoke-seeds100-101'" in out and "-s100" in out and "-s0 " not in out
+
+
+def test_resume_keeps_the_seeds_it_was_started_with(tmp_path):
+    """--resume finds the seeded study by the same command; the overrides it stored (sweep.json) include the seeds,
+    and the file's own study is another one (nothing to resume there)."""
+    from twoworlds.launch.sweep_spec import resume_overrides
+    path = write_sweep(tmp_path, seeds="[0, 1]")
+    started = ["seeds=[7,8]", f"out_dir={tmp_path}"]
+    load_sweep(path, started).write_manifest(started, smoke=False)
+    assert resume_overrides(load_sweep(path, started), started, False) == started
+    assert resume_overrides(load_sweep(path, started), [], False) == started  # none given: the stored ones
+    for other in ([f"out_dir={tmp_path}"], ["seeds=[9]", f"out_dir={tmp_path}"]):  # the file's seeds, other seeds
+        with pytest.raises(ConfigError, match="nothing to resume"):
+            resume_overrides(load_sweep(path, other), other, False)
+
+
+@pytest.mark.slow
+def test_a_seeded_sweep_runs_in_its_own_study_and_resumes_there(tmp_path):
+    path = write_sweep(tmp_path, steps=20)
+    done = cli(path, "seeds=[3]", f"out_dir={tmp_path}")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "[sweep tiny-seeds3] 2 trials" in done.stdout
+    assert not (tmp_path / "tiny").exists()
+    first = summaries(tmp_path / "tiny-seeds3")
+    assert {s["status"] for s in first.values()} == {"completed"} and all(n.endswith("-s3") for n in first)
+    again = cli(path, "seeds=[3]", f"out_dir={tmp_path}", "--resume")
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert summaries(tmp_path / "tiny-seeds3") == first  # finished trials kept, not re-run
