@@ -31,7 +31,7 @@ from twoworlds.results.records import (
 )
 
 from twoworlds.errors import ConfigError
-from twoworlds.identity import CONFIG_HASH, PAIR_KEY, hashed, keys_with, role
+from twoworlds.identity import CONFIG_HASH, PAIR_KEY, flat_items, hashed, keys_with, role
 
 
 @dataclass
@@ -209,15 +209,7 @@ SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
 
 def validate(cfg: DictConfig) -> None:
     """Every value's own checks and the combinations that cannot run, each a one-line ConfigError naming the key."""
-    check_values(dict(_flat_items(to_plain(cfg))))
-
-
-def _flat_items(d: dict, prefix: str = ""):
-    for k, v in d.items():
-        if isinstance(v, dict):
-            yield from _flat_items(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
+    check_values(dict(flat_items(to_plain(cfg))))
 
 
 def check_values(v: dict) -> None:

@@ -30,6 +30,8 @@ from twoworlds.lightning_modules.registry import did_you_mean
 from twoworlds.results.claim_spec import validate_claims
 from twoworlds.results.records import MANIFEST, atomic_write_text, read_json_file, yaml_problem
 
+from twoworlds.identity import flat_items
+
 TOP_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "resources", "max_failures", "claims", "smoke")
 RESOURCE_KEYS = ("cpu", "gpu", "workers")
 
@@ -308,7 +310,7 @@ def _expand(doc: dict, path: Path, overrides: list[str]) -> tuple[list[Trial], l
         points = _zip_points(_flat(group, f"'zip' {where}"), where)
         zip_points = [{**a, **b} for a in zip_points for b in points]
     typed = _Typed(where)
-    defaults = dict(_flat_items(config.to_plain(config.schema())))
+    defaults = dict(flat_items(config.to_plain(config.schema())))
     command_line = typed.overrides(overrides)
     trials: dict[str, dict] = {}
     for g, z, seed in itertools.product(grid_points, zip_points, seeds):
@@ -354,7 +356,7 @@ class _Typed:
 
     def __init__(self, where: str):
         self.where, self.scratch, self.done = where, config.schema(), {}
-        self.leaves = set(dict(_flat_items(config.to_plain(self.scratch))))
+        self.leaves = set(dict(flat_items(config.to_plain(self.scratch))))
 
     def value(self, key: str, value, section: str) -> dict:
         """{dotted key: typed value}, or a ConfigError naming the file, the section and the key."""
@@ -376,17 +378,9 @@ class _Typed:
         """The command line's key=value overrides as typed values (applied last, to every trial)."""
         if not overrides:
             return {}
-        typed = dict(_flat_items(config.to_plain(config.merge(config.schema(), overrides, " on the command line"))))
-        return {k: typed[k] for k, _ in _flat_items(OmegaConf.to_container(OmegaConf.from_dotlist(overrides)))
+        typed = dict(flat_items(config.to_plain(config.merge(config.schema(), overrides, " on the command line"))))
+        return {k: typed[k] for k, _ in flat_items(OmegaConf.to_container(OmegaConf.from_dotlist(overrides)))
                 if k in typed}
-
-
-def _flat_items(d: dict, prefix: str = ""):
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            yield from _flat_items(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
 
 
 def _nested(flat: dict) -> dict:

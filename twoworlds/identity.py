@@ -87,11 +87,13 @@ def hashed(schema: type, plain: dict, which: str, prefix: str = "") -> dict:
     """The part of a resolved config (`plain`, nested dicts) that makes the `which` hash, nested the same way.
     A key the schema does not know (an older schema's, in a stored config) is kept: it changed the numbers then."""
     known = leaves(schema, prefix)
-    flat = dict(_flat(plain, f"{prefix}." if prefix else ""))
+    flat = dict(flat_items(plain, f"{prefix}." if prefix else ""))
     defaulted = {section for section in JOINED_LATER.get(which, ())
                  if all(v == known[k].default for k, v in flat.items() if k in known and k.startswith(section + "."))}
     out: dict = {}
     for k, v in flat.items():
+        if isinstance(v, dict):  # an empty section: nothing to hash
+            continue
         leaf = known.get(k)
         if leaf is not None:
             if not leaf.flags[which]:
@@ -107,9 +109,10 @@ def hashed(schema: type, plain: dict, which: str, prefix: str = "") -> dict:
     return out
 
 
-def _flat(d: dict, prefix: str):
+def flat_items(d: dict, prefix: str = ""):
+    """(dotted key, value) of every leaf of nested dicts: {'optim': {'lr': 0.1}} -> ('optim.lr', 0.1)."""
     for k, v in d.items():
-        if isinstance(v, dict):
-            yield from _flat(v, f"{prefix}{k}.")
+        if isinstance(v, dict) and v:
+            yield from flat_items(v, f"{prefix}{k}.")
         else:
             yield f"{prefix}{k}", v
