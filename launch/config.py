@@ -229,8 +229,10 @@ def check_values(v: dict) -> None:
         if v[key] < 1:
             raise ConfigError(f"{key} must be >= 1, got {v[key]}")
     for key in ("seed", "data.seed"):
-        if not 0 <= v[key] <= SEED_MAX:
-            raise ConfigError(f"{key} must be in [0, {SEED_MAX}] (numpy's seed range), got {v[key]}")
+        if v[key] < 0:
+            raise ConfigError(f"{key} must be >= 0, got {v[key]}")
+        if v[key] > SEED_MAX:
+            raise ConfigError(f"{key} must be <= {SEED_MAX} (numpy's seed range), got {v[key]}")
     if v["model.output_scale"] is not None and not v["model.output_scale"] > 0:
         raise ConfigError(f"model.output_scale={v['model.output_scale']} must be > 0 (the lazy-training scale "
                           "alpha), or null for the plain network")
