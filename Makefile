@@ -7,7 +7,6 @@ STAMP  := $(VENV)/.stamp-install
 # The CPU wheel of torch 2.13.0 is installed first so that `torch>=2.4` is already satisfied
 # and pip never pulls a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
-APT_LIBS  := libopencv-dev libturbojpeg0-dev pkg-config
 
 .PHONY: demo test install lint clean
 

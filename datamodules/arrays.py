@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from twoworlds.datamodules.files import FileSource, _npz_keys, _npz_memmap, _resolve
+from twoworlds.datamodules.files import FileSource, _npz_keys, _npz_memmap, _resolve, read_npy
 from twoworlds.datamodules.sources import DataConfig, register_source
+
+from twoworlds.errors import ConfigError, DataError
 
 STATS_MAX = 50_000  # arrays source: mean/std from at most this many pool images
 
@@ -26,7 +28,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _finite(x: np.ndarray, path: Path, key: str) -> np.ndarray:
-    """x itself; a ValueError naming the file and the first row with a NaN, an inf, or a value that
+    """x itself; a DataError naming the file and the first row with a NaN, an inf, or a value that
     turns into inf as float32 (a data error, not a run that "diverges at step 1")."""
     if not np.issubdtype(x.dtype, np.inexact) or not len(x):
         return x
@@ -36,7 +38,7 @@ def _finite(x: np.ndarray, path: Path, key: str) -> np.ndarray:
         ok = (np.abs(chunk) <= FLOAT32_MAX).all(1)  # False for NaN too
         if not ok.all():
             row = start + int(np.argmin(ok))
-            raise ValueError(f"arrays: {Path(path).resolve()} ({key}) has a non-finite value (NaN, inf, or beyond "
+            raise DataError(f"arrays: {Path(path).resolve()} ({key}) has a non-finite value (NaN, inf, or beyond "
                              f"float32) in row {row:,}; fix or drop that sample")
     return x
 
@@ -50,13 +52,13 @@ def _num_classes(labels: list[np.ndarray], files: dict[str, Path], given: int | 
     where = f"label {top} in row {row:,} of {what} ({Path(files[what]).resolve()})"
     if given is not None:
         if top >= given:
-            raise ValueError(f"arrays: {where} is not below data.num_classes={given}; fix the label or raise data.num_classes")
+            raise DataError(f"arrays: {where} is not below data.num_classes={given}; fix the label or raise data.num_classes")
         return given
     counts = np.bincount(np.concatenate([lab for _, lab in named]), minlength=top + 1)
     empty = np.flatnonzero(counts == 0)
     if len(empty):
         shown = ", ".join(str(int(k)) for k in empty[:5]) + (f", ... ({len(empty):,} in all)" if len(empty) > 5 else "")
-        raise ValueError(f"arrays: {where} implies {top + 1:,} classes, but classes {shown} have no sample; "
+        raise DataError(f"arrays: {where} implies {top + 1:,} classes, but classes {shown} have no sample; "
                          f"fix the labels, or set data.num_classes={top + 1} if that many classes is intended")
     return top + 1
 
@@ -78,17 +80,17 @@ class ArraySource(FileSource):
         x, y, tx, ty, self._opened, files = self._load(cfg, data_dir)
         self.files = sorted(set(files.values()))
         if len(x) != len(y):
-            raise ValueError(f"arrays: x holds {len(x):,} samples but y holds {len(y):,} labels")
+            raise DataError(f"arrays: x holds {len(x):,} samples but y holds {len(y):,} labels")
         if tx is not None and len(tx) != len(ty):
-            raise ValueError(f"arrays: the test x holds {len(tx):,} samples but the test y holds {len(ty):,} labels")
+            raise DataError(f"arrays: the test x holds {len(tx):,} samples but the test y holds {len(ty):,} labels")
         if tx is not None and tx.shape[1:] != x.shape[1:]:
-            raise ValueError(f"arrays: test x samples have shape {tx.shape[1:]}, training samples {x.shape[1:]}")
+            raise DataError(f"arrays: test x samples have shape {tx.shape[1:]}, training samples {x.shape[1:]}")
         if len(x) == 0:
-            raise ValueError("arrays: x holds no samples")
+            raise DataError("arrays: x holds no samples")
         labels = [self._labels_of(y, "y")] + ([self._labels_of(ty, "test y")] if ty is not None else [])
         self.num_classes = _num_classes(labels, files, cfg.num_classes)
 
-        self._layout = self._layout_of(x)
+        self._layout = self._layout_of(x, files["x"])
         sample = x.shape[1:]
         if self._layout == "hwc":
             self.input_shape = (sample[2], sample[0], sample[1])
@@ -105,10 +107,10 @@ class ArraySource(FileSource):
         else:  # seeded holdout of the last test_fraction of a permutation
             self._opened = self._opened[:1]
             if not 0 < cfg.test_fraction < 1:
-                raise ValueError(f"data.test_fraction must be in (0, 1) when there is no test split, got {cfg.test_fraction}")
+                raise ConfigError(f"data.test_fraction must be in (0, 1) when there is no test split, got {cfg.test_fraction}")
             n_test = int(round(cfg.test_fraction * len(x)))
             if n_test < 1 or n_test >= len(x):
-                raise ValueError(f"data.test_fraction={cfg.test_fraction} of {len(x):,} samples leaves "
+                raise ConfigError(f"data.test_fraction={cfg.test_fraction} of {len(x):,} samples leaves "
                                  f"{n_test:,} test samples; pool and test set both need at least one")
             perm = np.random.default_rng(cfg.seed).permutation(len(x))
             self.pool_rows = np.sort(perm[: len(x) - n_test])
@@ -119,7 +121,7 @@ class ArraySource(FileSource):
         self.test_offset = self.pool_size
         self.test_size = min(cfg.test_size, n_test)
         if self.test_size < 1:
-            raise ValueError("arrays: the test set is empty (data.test_size must be >= 1)")
+            raise ConfigError("arrays: the test set is empty (data.test_size must be >= 1)")
         if self.is_image:
             self.mean, self.std = self._channel_stats()
 
@@ -127,18 +129,18 @@ class ArraySource(FileSource):
     @staticmethod
     def _load(cfg: DataConfig, data_dir: Path):
         if cfg.npz and (cfg.x_file or cfg.y_file):
-            raise ValueError("arrays: give either data.npz or data.x_file/data.y_file, not both")
+            raise ConfigError("arrays: give either data.npz or data.x_file/data.y_file, not both")
         if cfg.npz:
             path = _resolve(data_dir, cfg.npz)
             if not path.is_file():
-                raise ValueError(f"arrays: data.npz file {path.resolve()} does not exist")
+                raise DataError(f"arrays: data.npz file {path.resolve()} does not exist")
             keys = _npz_keys(path)
             kx, ky = _first_key(keys, "x", "X"), _first_key(keys, "y", "Y")
             if kx is None or ky is None:
-                raise ValueError(f"arrays: {path.resolve()} must hold x (or X) and y (or Y); it holds {', '.join(keys)}")
+                raise DataError(f"arrays: {path.resolve()} must hold x (or X) and y (or Y); it holds {', '.join(keys)}")
             ktx, kty = _first_key(keys, "x_test", "X_test"), _first_key(keys, "y_test", "Y_test")
             if (ktx is None) != (kty is None):
-                raise ValueError(f"arrays: {path.resolve()} holds only one of x_test/y_test; give both or neither")
+                raise DataError(f"arrays: {path.resolve()} holds only one of x_test/y_test; give both or neither")
             x, y = _npz_memmap(path, kx), np.asarray(_npz_memmap(path, ky))
             opened = [("npz", path, kx), ("npz", path, ktx)]
             files = {"x": path, "y": path, "test x": path, "test y": path}
@@ -147,18 +149,18 @@ class ArraySource(FileSource):
             tx = _finite(_npz_memmap(path, ktx), path, ktx)
             return _finite(x, path, kx), y, tx, np.asarray(_npz_memmap(path, kty)), opened, files
         if not (cfg.x_file and cfg.y_file):
-            raise ValueError("the arrays source needs data.npz=<file.npz> or data.x_file=<x.npy> data.y_file=<y.npy> "
+            raise ConfigError("the arrays source needs data.npz=<file.npz> or data.x_file=<x.npy> data.y_file=<y.npy> "
                              f"(relative to data.data_dir={cfg.data_dir} unless absolute)")
         if bool(cfg.test_x_file) != bool(cfg.test_y_file):
-            raise ValueError("arrays: give both data.test_x_file and data.test_y_file, or neither")
+            raise ConfigError("arrays: give both data.test_x_file and data.test_y_file, or neither")
         names = {"data.x_file": cfg.x_file, "data.y_file": cfg.y_file}
         if cfg.test_x_file:
             names.update({"data.test_x_file": cfg.test_x_file, "data.test_y_file": cfg.test_y_file})
         paths = {key: _resolve(data_dir, name) for key, name in names.items()}
         missing = [f"{key}={p.resolve()}" for key, p in paths.items() if not p.is_file()]
         if missing:
-            raise ValueError(f"arrays: missing {', '.join(missing)}")
-        arrays = {key: np.load(p, mmap_mode="r", allow_pickle=False) for key, p in paths.items()}
+            raise DataError(f"arrays: missing {', '.join(missing)}")
+        arrays = {key: read_npy(p, key) for key, p in paths.items()}
         opened = [("npy", paths["data.x_file"]), ("npy", paths.get("data.test_x_file"))]
         files = {what: paths[f"data.{key}"] for what, key in (("x", "x_file"), ("y", "y_file"),
                  ("test x", "test_x_file"), ("test y", "test_y_file")) if f"data.{key}" in paths}
@@ -174,25 +176,29 @@ class ArraySource(FileSource):
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 1:
-            raise ValueError(f"arrays: {what} must be one label per sample, got shape {y.shape}")
+            raise DataError(f"arrays: {what} must be one label per sample, got shape {y.shape}")
         if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
-            raise ValueError(f"arrays: {what} labels must be integers (class indices), got dtype {y.dtype}")
+            raise DataError(f"arrays: {what} labels must be integers (class indices), got dtype {y.dtype}")
         y = y.astype(np.int64)
         if len(y) and y.min() < 0:
-            raise ValueError(f"arrays: {what} labels must be >= 0, got {int(y.min())}")
+            raise DataError(f"arrays: {what} labels must be >= 0, got {int(y.min())}")
         return y
 
     @staticmethod
-    def _layout_of(x: np.ndarray) -> str:
+    def _layout_of(x: np.ndarray, path: Path) -> str:
         if x.dtype == np.uint8 and x.ndim == 4:
             if 1 <= x.shape[3] <= 4:
                 return "hwc"
             if 1 <= x.shape[1] <= 4:
                 return "chw"
         if x.ndim < 2:
-            raise ValueError(f"arrays: x must be (N, ...) with one row per sample, got shape {x.shape}")
+            raise DataError(f"arrays: x ({Path(path).resolve()}) must be (N, ...) with one row per sample, got shape {x.shape}")
         if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-            raise ValueError(f"arrays: x must be numeric, got dtype {x.dtype}")
+            raise DataError(f"arrays: x ({Path(path).resolve()}) must be numeric, got dtype {x.dtype}")
+        if np.issubdtype(x.dtype, np.complexfloating):  # torch would drop the imaginary part with only a warning
+            raise DataError(f"arrays: x ({Path(path).resolve()}) must hold real numbers, got dtype {x.dtype}; pass the "
+                            "real and imaginary "
+                            "parts as separate features if both matter")
         return "float"
 
     def _channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:

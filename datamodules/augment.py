@@ -25,6 +25,8 @@ import torch
 from torch import Tensor
 from twoworlds.datamodules.config import AUGMENT_LEVELS as LEVELS
 
+from twoworlds.errors import ConfigError
+
 PAD = 4  # crop padding of levels 2 and 3
 
 
@@ -75,7 +77,7 @@ def augment_images(x: Tensor, level: int, generator: torch.Generator | None = No
     if level == 1:
         return torch.where(flip[:, None, None, None], x.flip(3), x)
     if level == 3 and min(H, W) <= PAD:
-        raise ValueError(f"reflect padding by {PAD} needs images larger than {PAD} pixels, got {H} x {W}")
+        raise ConfigError(f"augment=3: reflect padding by {PAD} needs images larger than {PAD} pixels, got {H} x {W}")
     shift = torch.randint(-PAD, PAD + 1, (2, B), generator=generator, device=dev)  # (dy, dx) per sample
     i = torch.arange(H, device=dev)
     j = torch.arange(W, device=dev)

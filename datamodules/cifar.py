@@ -12,6 +12,8 @@ import torch
 from twoworlds.datamodules.files import FileSource, _npz_keys, _npz_memmap
 from twoworlds.datamodules.sources import DataConfig, register_source
 
+from twoworlds.errors import DataError
+
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_DIR = "cifar-10-batches-py"
@@ -63,12 +65,12 @@ def _read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
             raise pickle.UnpicklingError("no dict with b'data' and b'labels'")
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
-        raise ValueError(f"{path} is not a CIFAR-10 python batch ({e}); delete it and unpack "
+        raise DataError(f"{path} is not a CIFAR-10 python batch ({e}); delete it and unpack "
                          f"{CIFAR10_URL} again") from None
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     labels = np.asarray(batch[b"labels"], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-        raise ValueError(f"{path} is not a CIFAR-10 python batch: data {data.shape}, {len(labels)} labels")
+        raise DataError(f"{path} is not a CIFAR-10 python batch: data {data.shape}, {len(labels)} labels")
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -93,7 +95,7 @@ def _download_cifar10(data_dir: Path) -> None:
     try:
         import torchvision  # optional dependency, imported only for the download
     except ImportError:
-        raise ValueError(
+        raise DataError(
             f"data.download=true fetches CIFAR-10 with torchvision, which is not installed. Download "
             f"{CIFAR10_URL} (MD5 {CIFAR10_MD5}) yourself and unpack it into {data_dir.resolve()} "
             f"(it creates {data_dir.resolve() / CIFAR10_DIR}).") from None
@@ -101,7 +103,7 @@ def _download_cifar10(data_dir: Path) -> None:
     try:
         torchvision.datasets.CIFAR10(root=str(data_dir), train=True, download=True)
     except Exception as err:  # network errors, bad checksum: one clean line for the CLI
-        raise ValueError(f"downloading CIFAR-10 from {CIFAR10_URL} into {data_dir.resolve()} failed: {err}") from err
+        raise DataError(f"downloading CIFAR-10 from {CIFAR10_URL} into {data_dir.resolve()} failed: {err}") from err
 
 
 def load_cifar10(data_dir: Path, train: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +129,7 @@ class CIFAR10Source(FileSource):
             _download_cifar10(data_dir)
             missing = _cifar10_missing(data_dir)
         if missing:
-            raise ValueError(f"cifar10: missing {', '.join(str(p.resolve()) for p in missing)}. "
+            raise DataError(f"cifar10: missing {', '.join(str(p.resolve()) for p in missing)}. "
                              + _cifar10_help(data_dir))
         x, y = load_cifar10(data_dir, train=True)
         tx, ty = load_cifar10(data_dir, train=False)
@@ -167,7 +169,7 @@ class CIFAR5mSource(FileSource):
         paths = [self.data_dir / name for name in CIFAR5M_PARTS]
         missing = [p for p in paths if not p.is_file()]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"cifar5m: missing {', '.join(str(p.resolve()) for p in missing)}. CIFAR-5m is "
                 f"part0.npz..part5.npz (arrays X: N x 32 x 32 x 3 uint8, Y: labels) from {CIFAR5M_URL}; "
                 f"put all six in {self.data_dir.resolve()} or point data.data_dir at them.")
@@ -177,10 +179,10 @@ class CIFAR5mSource(FileSource):
         for p in paths:
             keys = _npz_keys(p)
             if "X" not in keys or "Y" not in keys:
-                raise ValueError(f"cifar5m: {p.resolve()} must hold arrays X and Y, it holds {', '.join(keys)}")
+                raise DataError(f"cifar5m: {p.resolve()} must hold arrays X and Y, it holds {', '.join(keys)}")
             x, y = _npz_memmap(p, "X"), np.asarray(_npz_memmap(p, "Y"))
             if x.ndim != 4 or x.shape[1:] != (32, 32, 3) or x.dtype != np.uint8 or len(y) != len(x):
-                raise ValueError(f"cifar5m: {p.resolve()} holds X {x.dtype} {x.shape} and {len(y)} labels; "
+                raise DataError(f"cifar5m: {p.resolve()} holds X {x.dtype} {x.shape} and {len(y)} labels; "
                                  f"expected uint8 N x 32 x 32 x 3 and N labels")
             self._arrays.append(x)
             self._labels.append(y.astype(np.int64).reshape(-1))

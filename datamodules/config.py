@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from twoworlds.errors import ConfigError, DataError  # noqa: F401  (DataError: re-exported)
+from twoworlds.identity import CACHE_KEY, hashed, role
+
 WORLDS = ("real", "ideal")
 LOADERS = ("tensor", "ffcv", "auto")  # auto: tensor when the pool fits in memory, else ffcv (loaders.py)
 AUGMENT_LEVELS = (0, 1, 2, 3)  # image sources: none, flip, pad-4 crop + flip, reflect-pad crop + flip (augment.py)
 PIXELS = ("none", "shuffled", "random", "gaussian")  # input corruptions (corruptions.py)
 
-
-
-class DataError(ValueError):
-    """The data a run reads is not what it should be (e.g. a cache that served other samples than the
-    plan's): the run stops, and the CLI says so in one line (exit 2), like a configuration error."""
 
 @dataclass
 class DataConfig:
@@ -44,19 +42,19 @@ class DataConfig:
     # arrays source: the number of classes K (labels must be < K); unset, K = max label + 1 and a
     # class below it without a sample is refused. Other sources: must equal the source's own K.
     num_classes: int | None = None
-    cache_dir: str = ""  # loader=ffcv: where pool .beton files are written once (empty: <data_dir>/ffcv-cache)
+    cache_dir: str = field(default="", metadata=role(config_hash=False))  # loader=ffcv: where pool .beton files are written once (empty: <data_dir>/ffcv-cache)
 
 
 @dataclass
 class CorruptConfig:
     """Which corruptions a run applies; all keyed by data.seed, identical in both worlds."""
 
-    label_noise: float = 0.0  # probability in [0, 1) that a label is replaced by one of the K-1 *other* classes
-    random_labels: bool = False  # every label uniform over the K classes
+    label_noise: float = field(default=0.0, metadata=role(name=True))  # probability in [0, 1) that a label is replaced by one of the K-1 *other* classes
+    random_labels: bool = field(default=False, metadata=role(name=True))  # every label uniform over the K classes
     # none | shuffled (one permutation of positions for all samples) | random (one per sample)
     # | gaussian (Gaussian noise with the data's per-position mean and std); applies to every split
-    pixels: str = "none"
-    test: bool = False  # label corruptions also apply to the test sets (by default: training pool only)
+    pixels: str = field(default="none", metadata=role(name=True))
+    test: bool = field(default=False, metadata=role(name=True))  # label corruptions also apply to the test sets (by default: training pool only)
 
 
 def is_active(cfg: CorruptConfig) -> bool:
@@ -64,13 +62,16 @@ def is_active(cfg: CorruptConfig) -> bool:
 
 
 def check(cfg: CorruptConfig) -> None:
-    """ValueError naming the key and the fix (config.validate turns it into a ConfigError)."""
+    """A ConfigError naming the key and the fix."""
     if not 0 <= cfg.label_noise < 1:
-        raise ValueError(f"corrupt.label_noise={cfg.label_noise} must be in [0, 1) "
+        raise ConfigError(f"corrupt.label_noise={cfg.label_noise} must be in [0, 1) "
                          f"(the probability that a label is replaced by another class)")
     if cfg.label_noise > 0 and cfg.random_labels:
-        raise ValueError(f"corrupt.label_noise={cfg.label_noise} and corrupt.random_labels=true both replace "
+        raise ConfigError(f"corrupt.label_noise={cfg.label_noise} and corrupt.random_labels=true both replace "
                          f"labels; keep one (corrupt.label_noise=0 or corrupt.random_labels=false)")
+    if cfg.test and not (cfg.label_noise > 0 or cfg.random_labels):
+        raise ConfigError("corrupt.test=true applies the label corruptions to the test sets, but none is on; set "
+                         "corrupt.label_noise or corrupt.random_labels=true, or leave corrupt.test=false")
 
 
 def tag(cfg: CorruptConfig) -> str:
@@ -85,3 +86,21 @@ def tag(cfg: CorruptConfig) -> str:
     if cfg.pixels != "none":
         parts.append(f"{cfg.pixels}pixels")
     return "-".join(parts)
+
+
+def cache_params(data, corrupt) -> dict:
+    """What a pool's .beton content depends on beyond the source itself: the data config and the corruptions
+    (written into the file), by the rule of twoworlds/identity.py (clean runs keep the key they had before
+    corruptions existed). `data`, `corrupt`: the run config's sections (DictConfig or dict)."""
+    params = hashed(DataConfig, _plain(data), CACHE_KEY, "data")
+    corrupted = hashed(CorruptConfig, _plain(corrupt), CACHE_KEY, "corrupt")
+    if corrupted:
+        params["corrupt"] = corrupted
+    return params
+
+
+def _plain(section) -> dict:
+    if isinstance(section, dict):
+        return section
+    from omegaconf import OmegaConf
+    return OmegaConf.to_container(section, resolve=True)

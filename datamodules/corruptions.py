@@ -21,14 +21,9 @@ import zlib
 import torch
 from twoworlds.datamodules import rng
 from twoworlds.datamodules.config import PIXELS, CorruptConfig, check, is_active, tag
-from twoworlds.datamodules.sources import (
-    STREAM_CORRUPT_GAUSSIAN,
-    STREAM_CORRUPT_LABEL,
-    STREAM_CORRUPT_PIXELS,
-    STREAM_CORRUPT_SHUFFLE,
-    STREAM_CORRUPT_STATS,
-    Source,
-)
+from twoworlds.datamodules.sources import Source
+
+from twoworlds.errors import ConfigError
 
 __all__ = ["PIXELS", "CorruptConfig", "CorruptedSource", "check", "corrupt_source", "is_active", "tag"]
 STATS_IDS = 10_000  # gaussian: per-position mean/std estimated on at most this many pool samples
@@ -52,7 +47,7 @@ class CorruptedSource(Source):
         check(cfg)
         assert cfg.pixels in PIXELS, cfg.pixels  # launch/config.py validates the choice
         if (cfg.label_noise > 0 or cfg.random_labels) and source.num_classes < 2:
-            raise ValueError(f"label corruptions need at least 2 classes; {source.name} has {source.num_classes}")
+            raise ConfigError(f"label corruptions need at least 2 classes; {source.name} has {source.num_classes}")
         self.inner, self.seed = source, int(data_seed)
         self.label_noise, self.random_labels = float(cfg.label_noise), bool(cfg.random_labels)
         self.pixels, self.corrupt_test = str(cfg.pixels), bool(cfg.test)
@@ -66,7 +61,7 @@ class CorruptedSource(Source):
         self.positions = numel // self.channels
         self.perm = None
         if self.pixels == "shuffled":  # one permutation for all samples: keyed by a single "id" 0
-            bits = rng.hash_bits(self.seed, torch.zeros(1, dtype=torch.int64), STREAM_CORRUPT_SHUFFLE, self.positions)
+            bits = rng.hash_bits(self.seed, torch.zeros(1, dtype=torch.int64), rng.Stream.CORRUPT_SHUFFLE, self.positions)
             self.perm = bits[0].argsort(stable=True)
         self.stats = self._input_stats() if self.pixels == "gaussian" else None
         self._extra: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -93,7 +88,7 @@ class CorruptedSource(Source):
         if not (self.label_noise > 0 or self.random_labels) or not bool(which.any()):
             return y
         k = self.num_classes
-        u = rng.uniform(self.seed, ids, STREAM_CORRUPT_LABEL + salt, 2)
+        u = rng.uniform(self.seed, ids, rng.Stream.CORRUPT_LABEL + salt, 2)
         if self.random_labels:
             new = (u[:, 1] * k).to(torch.int64).clamp_(max=k - 1)
         else:  # a shift of 1..K-1 classes: uniform over the other classes, never the clean label
@@ -110,12 +105,12 @@ class CorruptedSource(Source):
         if self.pixels == "shuffled":
             out = flat[:, :, self.perm]
         elif self.pixels == "random":  # argsort of 32-bit hashes: a uniform random permutation per id
-            bits = rng.hash_bits(self.seed, ids, STREAM_CORRUPT_PIXELS + salt, self.positions)
+            bits = rng.hash_bits(self.seed, ids, rng.Stream.CORRUPT_PIXELS + salt, self.positions)
             order = bits.argsort(dim=1, stable=True)
             out = flat.gather(2, order[:, None, :].expand(b, self.channels, self.positions))
         else:
             mean, std = self.stats
-            z = rng.normal(self.seed, ids, STREAM_CORRUPT_GAUSSIAN + salt, mean.numel())
+            z = rng.normal(self.seed, ids, rng.Stream.CORRUPT_GAUSSIAN + salt, mean.numel())
             out = z.mul_(std).add_(mean)
             if x.dtype == torch.uint8:  # keep the image pipeline's uint8 until the device
                 out = out.round_().clamp_(0, 255)
@@ -130,7 +125,7 @@ class CorruptedSource(Source):
             # on consecutive ids and slow on scattered ones: the first ids are a fair sample.
             ids = torch.arange(min(limit, STATS_IDS), dtype=torch.int64)
         else:
-            gen = torch.Generator().manual_seed(rng.block_seed(self.seed, STREAM_CORRUPT_STATS, 0))
+            gen = torch.Generator().manual_seed(rng.block_seed(self.seed, rng.Stream.CORRUPT_STATS, 0))
             ids = torch.randint(limit, (STATS_IDS,), generator=gen).unique()  # sorted: file reads in order
         total = square = 0
         for start in range(0, len(ids), _CHUNK):

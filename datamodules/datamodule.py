@@ -17,8 +17,9 @@ from twoworlds.datamodules.sources import Source
 from twoworlds.datamodules.worlds import WorldPlan, rank_slice
 from twoworlds.lightning_modules.metrics import TEST, TRAIN
 
+from twoworlds.errors import ConfigError
+
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (x, y, ids)
-STREAM_AUGMENT = 104  # augmentation randomness of step s: a function of (run seed, s)
 
 
 class TensorBatches:
@@ -64,7 +65,7 @@ class WorldDataModule(pl.LightningDataModule):
                  cache_dir: str | None = None, cache_params: dict | None = None):
         super().__init__()
         if augment and not getattr(source, "is_image", False):
-            raise ValueError(f"augment={augment} needs an image source; {source.name} is not one (use augment=0)")
+            raise ConfigError(f"augment={augment} needs an image source; {source.name} is not one (use augment=0)")
         self.source, self.plan = source, plan
         self.train_eval_size = train_eval_size
         self.augment, self.channels_last = augment, channels_last
@@ -78,7 +79,7 @@ class WorldDataModule(pl.LightningDataModule):
         if loader == "ffcv":
             from twoworlds.datamodules.ffcv_loader import FFCV_MISSING, check_bounded, ffcv_available
             if not ffcv_available():
-                raise ValueError(FFCV_MISSING)
+                raise ConfigError(FFCV_MISSING)
             check_bounded(source)  # refuses unbounded pools up front
 
     def place(self, device: torch.device, rank: int = 0, world_size: int = 1) -> WorldDataModule:
@@ -125,7 +126,7 @@ class WorldDataModule(pl.LightningDataModule):
     def train_transform(self, x: torch.Tensor, step: int) -> torch.Tensor:
         if not getattr(self.source, "is_image", False):
             return x
-        gen = torch.Generator(device=x.device).manual_seed(rng.block_seed(self.plan.seed, STREAM_AUGMENT, step))
+        gen = torch.Generator(device=x.device).manual_seed(rng.block_seed(self.plan.seed, rng.Stream.AUGMENT, step))
         return prepare_images(x, self.source.mean, self.source.std, self.augment, gen, self.channels_last)
 
     def eval_transform(self, x: torch.Tensor) -> torch.Tensor:

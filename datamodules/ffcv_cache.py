@@ -17,9 +17,13 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
+from twoworlds.errors import DataError
+
+log = logging.getLogger(__name__)
 HASH_CHUNK = 16 << 20  # bytes read at a time while hashing
 
 
@@ -59,10 +63,10 @@ def file_digest(path: Path, cache_dir: str | Path) -> str:
     if known.get("sha256") and {k: known.get(k) for k in before} == before:
         return known["sha256"]
     if before["size"] >= 1 << 30:
-        print(f"ffcv: hashing {path} ({before['size'] / 2**30:.1f} GiB; once per version of the file)", flush=True)
+        log.info(f"ffcv: hashing {path} ({before['size'] / 2**30:.1f} GiB; once per version of the file)")
     digest = _sha256(path)
     if {"path": str(path), **_stat_key(path)} != before:
-        raise ValueError(f"{path} changed while it was being hashed; run again once it is complete")
+        raise DataError(f"{path} changed while it was being hashed; run again once it is complete")
     record.parent.mkdir(parents=True, exist_ok=True)
     _write_json(record, {**before, "sha256": digest})
     return digest

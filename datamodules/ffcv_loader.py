@@ -27,17 +27,18 @@ each rank its own contiguous slice of every global batch (`worlds.rank_slice`), 
 ranks of a step's batch is the single-process batch, and the invariants hold as in the tensor
 backend. Each rank therefore runs its own non-distributed Loader over its own index stream.
 
-FFCV is optional: importing this module never imports it; using it without FFCV raises a ValueError
+FFCV is optional: importing this module never imports it; using it without FFCV raises a ConfigError
 that says how to install it.
 """
 
 from __future__ import annotations
 
-import _thread
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -50,10 +51,13 @@ from twoworlds.datamodules.config import DataError
 from twoworlds.datamodules.ffcv_cache import discard, file_digest, locked, problem, seal
 from twoworlds.datamodules.worlds import rank_slice
 
+from twoworlds.errors import ConfigError
+
 if TYPE_CHECKING:
     from twoworlds.datamodules.datamodule import WorldDataModule
     from twoworlds.datamodules.sources import Source
 
+log = logging.getLogger(__name__)
 FFCV_MISSING = "loader=ffcv needs FFCV: pip install -e '.[ffcv]' (and apt libopencv-dev libturbojpeg0-dev)"
 CHUNK = 4096  # pool ids read from the source at a time while writing
 LARGE_POOL = 100_000  # print writing progress (every ~10%) for pools at least this large
@@ -75,7 +79,7 @@ def ffcv_available() -> bool:
 
 def _require_ffcv() -> None:
     if not ffcv_available():
-        raise ValueError(FFCV_MISSING)
+        raise ConfigError(FFCV_MISSING)
 
 
 def _fingerprint(source: Source) -> str:
@@ -100,7 +104,7 @@ def _source_files(source: Source) -> list[Path]:
 
 def check_bounded(source: Source) -> None:
     if source.pool_size is None:
-        raise ValueError(
+        raise ConfigError(
             f"loader=ffcv writes the whole training pool to a .beton, but the {source.name} pool is "
             f"unbounded; set data.pool_size=... to cap it (e.g. data.pool_size=1000000), or use loader=tensor")
 
@@ -151,7 +155,7 @@ class _PoolDataset:
         chunks = -(-self.n // self.chunk)
         every = max(1, chunks // 10)
         if self.n >= LARGE_POOL and (start // self.chunk) % every == 0:
-            print(f"ffcv: writing {self.source.name} pool {start:,}/{self.n:,} ({100 * start // self.n}%)", flush=True)
+            log.info(f"ffcv: writing {self.source.name} pool {start:,}/{self.n:,} ({100 * start // self.n}%)")
 
     def __getitem__(self, i: int):
         i = int(i)
@@ -179,9 +183,9 @@ def write_pool_beton(source: Source, cache_dir: str | Path, params: dict | None 
         if final.is_file():
             why = problem(final)
             if why is None:
-                print(f"ffcv: reusing {final}", flush=True)
+                log.info(f"ffcv: reusing {final}")
                 return final
-            print(f"ffcv: {final} {why}; rebuilding", flush=True)
+            log.warning(f"ffcv: {final} {why}; rebuilding")
             discard(final)
         _write(source, final, num_workers, chunk)
     return final
@@ -196,7 +200,7 @@ def _write(source: Source, final: Path, num_workers: int, chunk: int) -> None:
     error_path.unlink(missing_ok=True)
     dtype = np.dtype("uint8") if getattr(source, "is_image", False) else np.dtype("float32")
     n = int(source.pool_size)
-    print(f"ffcv: writing {n:,} samples of {source.name} to {final}", flush=True)
+    log.info(f"ffcv: writing {n:,} samples of {source.name} to {final}")
     dataset = _PoolDataset(source, dtype, error_path, chunk)
     dataset._load(0)  # fail here, in this process, on a malformed source
     fields = {"x": NDArrayField(dtype=dtype, shape=tuple(int(d) for d in source.input_shape)),
@@ -207,8 +211,8 @@ def _write(source: Source, final: Path, num_workers: int, chunk: int) -> None:
 
     def watchdog():
         while not done.wait(0.2):
-            if error_path.exists():
-                _thread.interrupt_main()
+            if error_path.exists():  # a KeyboardInterrupt in the main thread, where FFCV's writer waits
+                signal.raise_signal(signal.SIGINT)
                 return
 
     t0 = time.perf_counter()
@@ -232,7 +236,7 @@ def _write(source: Source, final: Path, num_workers: int, chunk: int) -> None:
         error_path.unlink(missing_ok=True)
     secs = time.perf_counter() - t0
     size = final.stat().st_size
-    print(f"ffcv: wrote {final.name}: {n:,} samples, {size / 2**20:.1f} MiB in {secs:.1f} s", flush=True)
+    log.info(f"ffcv: wrote {final.name}: {n:,} samples, {size / 2**20:.1f} MiB in {secs:.1f} s")
 
 
 class FFCVBatches:
@@ -268,7 +272,7 @@ class FFCVBatches:
                                    "id": [IntDecoder(), ToTensor(), Squeeze()]})
         rows = loader.reader.num_samples
         if self.dm.plan.pool_limit != rows:
-            raise ValueError(f"{self.path} holds {rows:,} samples but the {self.dm.source.name} pool has "
+            raise CacheError(f"{self.path} holds {rows:,} samples but the {self.dm.source.name} pool has "
                              f"{self.dm.plan.pool_limit:,}; delete it to rewrite it")
         return loader
 

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from twoworlds.datamodules.sources import Source
 
+from twoworlds.errors import DataError
+
 # ---------------------------------------------------------------------------------------------
 # file helpers
 # ---------------------------------------------------------------------------------------------
@@ -52,7 +54,7 @@ def _npz_memmap(path: str | Path, key: str) -> np.ndarray:
         try:
             info = zf.getinfo(f"{key}.npy")
         except KeyError:
-            raise KeyError(f"{path} has no array '{key}' (it holds: "
+            raise DataError(f"{path} has no array '{key}' (it holds: "
                            f"{', '.join(n.removesuffix('.npy') for n in zf.namelist())})") from None
     if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
         with open(path, "rb") as f:
@@ -69,8 +71,24 @@ def _npz_memmap(path: str | Path, key: str) -> np.ndarray:
                     if not dtype.hasobject:
                         return np.memmap(path, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
                                          order="F" if fortran else "C")
-    with np.load(path, allow_pickle=False) as archive:
-        return archive[key]
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return archive[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: array '{key}' cannot be read ({why}); write it with np.savez from numeric "
+                        "arrays") from None
+
+
+def read_npy(path: Path, key: str) -> np.ndarray:
+    """A .npy file, memory-mapped; a one-line DataError naming the key and the file when numpy cannot read it (an
+    object array: nothing in a data file is unpickled; a file cut short; not a .npy file at all)."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{key}={Path(path).resolve()} is not a readable .npy array ({why}); write it with "
+                        "np.save from a numeric array") from None
 
 
 def _npz_keys(path: Path) -> list[str]:
@@ -78,7 +96,7 @@ def _npz_keys(path: Path) -> list[str]:
         with zipfile.ZipFile(path) as zf:
             return [n.removesuffix(".npy") for n in zf.namelist()]
     except zipfile.BadZipFile:
-        raise ValueError(f"{path} is not an .npz archive (np.savez writes one: a zip of .npy arrays)") from None
+        raise DataError(f"{path} is not an .npz archive (np.savez writes one: a zip of .npy arrays)") from None
 
 
 def _gather(arrays: list[np.ndarray], which: np.ndarray, rows: np.ndarray) -> np.ndarray:

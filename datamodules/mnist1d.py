@@ -28,9 +28,6 @@ from scipy.ndimage import gaussian_filter
 from twoworlds.datamodules import rng
 from twoworlds.datamodules.sources import DataConfig, Source, register_source
 
-# Private rng stream: MNIST-1D's per-sample draws never share bits with other sources' streams.
-STREAM_MNIST1D = 11
-
 # The reference's default arguments (mnist1d.data.get_dataset_args).
 _ARGS = get_dataset_args()
 NUM_CLASSES = 10
@@ -118,7 +115,7 @@ class MNIST1DSource(Source):
 
     def draws(self, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Per-sample (label, pad index, shift, uniforms (B, 2) float64, normals (B, 144))."""
-        return rng.block_draw(self.seed, ids, STREAM_MNIST1D, draw_block)
+        return rng.block_draw(self.seed, ids, rng.Stream.MNIST1D, draw_block)
 
     def raw(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unstandardized (x (B, 40) float32, y int64): the reference `transform` output."""

@@ -5,7 +5,7 @@ batch, on any DDP rank, and it is always the same sample. There is no generator 
 around, so the Ideal World can generate each batch on the fly from its fresh ids.
 
 Two mechanisms, for two costs:
-- `hash_bits` / `uniform` / `uniform_int` / `normal`: a counter-based hash per (sample, slot). Exact
+- `hash_bits` / `uniform` / `normal`: a counter-based hash per (sample, slot). Exact
   per id at any access pattern, on CPU or GPU; about 150k samples/s per 150 values on 2 cores, so use
   it for a few values per sample (labels, corruption decisions).
 - `block_draw`: ids are grouped in blocks of `BLOCK` consecutive ids; each block's values come from
@@ -20,12 +20,35 @@ int64 tensor arithmetic with explicit 32-bit masks so it gives the same bits on 
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable
 
 import torch
 
 BLOCK = 1024  # ids per generator block in `block_draw`
+
+
+@enum.unique  # a value given twice is an error at import, never an alias
+class Stream(enum.IntEnum):
+    """The rng streams, so that independent uses of the same (seed, id) never share random bits. Every number a run
+    computes depends on these values: never change or reuse one; a new use takes a new value."""
+
+    INPUT = 1  # generated inputs (sources.py: teacher)
+    LABEL = 2  # reserved (once the teacher's labels; unused, never to be given to another use)
+    TEACHER = 3  # the teacher network's weights
+    # corruptions.py: label decisions, the one shared pixel permutation, per-sample permutations, Gaussian inputs,
+    # and the pool sample their mean/std is estimated on (an extra test set adds a salt >= 2**24 to the first three)
+    CORRUPT_LABEL = 4
+    CORRUPT_SHUFFLE = 5
+    CORRUPT_PIXELS = 6
+    CORRUPT_GAUSSIAN = 7
+    CORRUPT_STATS = 8
+    MNIST1D = 11  # MNIST-1D's per-sample draws (mnist1d.py)
+    SUBSET = 101  # worlds.py: the Real World's n ids,
+    EPOCH = 102  # its order in each epoch,
+    IDEAL = 103  # and the Ideal World's order of the pool
+    AUGMENT = 104  # augmentation randomness of step s: a function of (run seed, s) (datamodule.py)
 
 _M32 = 0xFFFFFFFF
 _INV_2_24 = 1.0 / (1 << 24)
@@ -59,11 +82,6 @@ def hash_bits(seed: int, ids: torch.Tensor, stream: int, n: int) -> torch.Tensor
 def uniform(seed: int, ids: torch.Tensor, stream: int, n: int) -> torch.Tensor:
     """(len(ids), n) float32 uniform in [0, 1), 24 bits of resolution."""
     return (hash_bits(seed, ids, stream, n) >> 8).to(torch.float32) * _INV_2_24
-
-
-def uniform_int(seed: int, ids: torch.Tensor, stream: int, high: int) -> torch.Tensor:
-    """(len(ids),) int64 uniform in [0, high)."""
-    return (uniform(seed, ids, stream, 1)[:, 0] * high).to(torch.int64).clamp_(max=high - 1)
 
 
 def normal(seed: int, ids: torch.Tensor, stream: int, n: int) -> torch.Tensor:

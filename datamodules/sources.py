@@ -20,16 +20,12 @@ from twoworlds.datamodules import rng
 from twoworlds.datamodules.config import DataConfig
 from twoworlds.lightning_modules.registry import Registry
 
+from twoworlds.errors import ConfigError
+
 # Unbounded pools use ids [0, TEST_OFFSET); their test ids start here. 2**40 ids is far more than
 # any step budget (39,000 steps x 128 is 5e6).
 TEST_OFFSET = 1 << 40
 
-# rng streams, so that independent uses of the same (seed, id) never share random bits.
-STREAM_INPUT, STREAM_LABEL, STREAM_TEACHER = 1, 2, 3
-# Corruptions (datamodules/corruptions.py): label decisions, the one shared pixel permutation,
-# per-sample permutations, Gaussian inputs, and the pool sample their mean/std is estimated on.
-STREAM_CORRUPT_LABEL, STREAM_CORRUPT_SHUFFLE, STREAM_CORRUPT_PIXELS = 4, 5, 6
-STREAM_CORRUPT_GAUSSIAN, STREAM_CORRUPT_STATS = 7, 8
 
 
 class Source:
@@ -63,10 +59,6 @@ class Source:
         """One past the largest pool id."""
         return self.test_offset if self.pool_size is None else self.pool_size
 
-    def describe(self) -> str:
-        pool = "unbounded" if self.pool_size is None else f"{self.pool_size:,}"
-        return f"{self.name}: input {tuple(self.input_shape)}, {self.num_classes} classes, pool {pool}, test {self.test_size:,}"
-
 
 def _import_builtin_sources() -> None:
     """The source modules register themselves on import; they pull scipy, mnist1d and numpy file
@@ -82,11 +74,11 @@ def build_source(name: str, cfg: DataConfig) -> Source:
     source = SOURCES[name](cfg)  # an unknown name lists the known ones
     source.name = name
     if cfg.num_classes is not None and cfg.num_classes != source.num_classes:
-        raise ValueError(f"data.num_classes={cfg.num_classes} but the {name} source has {source.num_classes} classes")
+        raise ConfigError(f"data.num_classes={cfg.num_classes} but the {name} source has {source.num_classes} classes")
     if cfg.pool_size is not None:
         if cfg.pool_size < 1 or (source.pool_size is not None and cfg.pool_size > source.pool_size):
             have = "unbounded" if source.pool_size is None else f"{source.pool_size:,}"
-            raise ValueError(f"data.pool_size={cfg.pool_size:,} must be between 1 and the {name} pool ({have})")
+            raise ConfigError(f"data.pool_size={cfg.pool_size:,} must be between 1 and the {name} pool ({have})")
         source.pool_size = cfg.pool_size
     return source
 
@@ -105,14 +97,14 @@ class TeacherSource(Source):
 
     def __init__(self, cfg: DataConfig):
         if cfg.teacher_classes < 2:
-            raise ValueError(f"data.teacher_classes must be >= 2, got {cfg.teacher_classes}")
+            raise ConfigError(f"data.teacher_classes must be >= 2, got {cfg.teacher_classes}")
         self.seed = cfg.seed
         self.input_shape = tuple(int(d) for d in cfg.teacher_shape)
         self.num_classes = cfg.teacher_classes
         self.pool_size = None
         self.test_size = cfg.test_size
         dim = int(torch.tensor(self.input_shape).prod())
-        gen = torch.Generator().manual_seed(rng.block_seed(cfg.seed, STREAM_TEACHER, 0))
+        gen = torch.Generator().manual_seed(rng.block_seed(cfg.seed, rng.Stream.TEACHER, 0))
         self.teacher = nn.Sequential(nn.Flatten(), nn.Linear(dim, cfg.teacher_width), nn.Tanh(),
                                      nn.Linear(cfg.teacher_width, self.num_classes))
         with torch.no_grad():
@@ -124,7 +116,7 @@ class TeacherSource(Source):
 
     def get(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dim = int(torch.tensor(self.input_shape).prod())
-        (x,) = rng.block_draw(self.seed, ids, STREAM_INPUT,
+        (x,) = rng.block_draw(self.seed, ids, rng.Stream.INPUT,
                               lambda g: (torch.randn(rng.BLOCK, dim, generator=g),))
         x = x.view(len(ids), *self.input_shape)
         with torch.no_grad():

@@ -23,13 +23,14 @@ from twoworlds.datamodules import rng
 from twoworlds.datamodules.config import WORLDS
 from twoworlds.datamodules.sources import Source
 
+from twoworlds.errors import ConfigError
+
 # Unbounded pools: each run seed draws from its own window of 2**32 consecutive ids, so runs with
 # different seeds see different data. 256 windows fit below the test range.
 _WINDOW_BITS = 32
-_STREAM_SUBSET, _STREAM_EPOCH, _STREAM_IDEAL = 101, 102, 103  # distinct from the sources' streams
 
 
-class PoolTooSmallError(ValueError):
+class PoolTooSmallError(ConfigError):
     """A finite pool cannot feed the Ideal World T*B distinct samples, or the Real World n."""
 
 
@@ -67,10 +68,6 @@ class WorldPlan:
     def samples_seen(self) -> int:
         return self.steps * self.batch_size
 
-    @property
-    def distinct_samples(self) -> int:
-        return self.samples_seen if self.world == "ideal" else min(self.n, self.samples_seen)
-
     def id_range(self) -> tuple[int, int]:
         """[lo, hi): every pool id this plan can draw (the range `distinct_samples_seen` is counted over)."""
         if self.finite:
@@ -99,12 +96,12 @@ class WorldPlan:
         """The n distinct pool ids of the Real World, fixed by (seed, n)."""
         if not self.finite:
             return _window(self.seed) + torch.arange(self.n, dtype=torch.int64)
-        perm = torch.randperm(self.pool_limit, generator=_generator(self.seed, _STREAM_SUBSET))
+        perm = torch.randperm(self.pool_limit, generator=_generator(self.seed, rng.Stream.SUBSET))
         return perm[: self.n]
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """Positions 0..n-1 into the subset, in the order epoch `epoch` visits them."""
-        return torch.randperm(self.n, generator=_generator(self.seed, _STREAM_EPOCH, epoch))
+        return torch.randperm(self.n, generator=_generator(self.seed, rng.Stream.EPOCH, epoch))
 
     def real_positions(self, start_step: int = 0):
         """Yields, for each step from `start_step`, the positions (into the subset) of its global batch."""
@@ -130,7 +127,7 @@ class WorldPlan:
         """All T*B Ideal World ids in step order for a finite pool (None for unbounded pools)."""
         if not self.finite:
             return None
-        perm = torch.randperm(self.pool_limit, generator=_generator(self.seed, _STREAM_IDEAL))
+        perm = torch.randperm(self.pool_limit, generator=_generator(self.seed, rng.Stream.IDEAL))
         return perm[: self.samples_seen]
 
     def ideal_batch(self, step: int, ids: torch.Tensor | None) -> torch.Tensor:
@@ -157,6 +154,6 @@ def rank_slice(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     if world_size == 1:
         return batch
     if len(batch) % world_size:
-        raise ValueError(f"batch_size {len(batch)} is not divisible by the {world_size} DDP workers")
+        raise ConfigError(f"batch_size {len(batch)} is not divisible by the {world_size} DDP workers")
     per = len(batch) // world_size
     return batch[rank * per:(rank + 1) * per]

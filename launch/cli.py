@@ -17,8 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
-from twoworlds.datamodules.config import DataError
-from twoworlds.launch.config import ConfigError
+from twoworlds.launch.logs import show_library_logs
 from twoworlds.launch.recorder import ARGV_ENV
 
 from twoworlds.errors import UserError
@@ -89,6 +88,7 @@ _TERMINATED, _SWEEPING, _SIGTERM_HANDLED = threading.Event(), threading.Event(),
 
 
 def _main(argv: list[str] | None) -> int:
+    show_library_logs()
     parser = argparse.ArgumentParser(prog="twoworlds", description="Deep Bootstrap scaling studies: Real vs Ideal World.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="train one run (world=real|ideal) or the pair (world=both)")
@@ -145,7 +145,7 @@ def _main(argv: list[str] | None) -> int:
               "a single run keeps no checkpoint, so running the same command again starts it from step 0",
               file=sys.stderr)
         return 143 if _TERMINATED.is_set() else 130
-    except (ConfigError, DataError, UserError) as e:
+    except UserError as e:  # raised on purpose, phrased for the user; anything else is a bug: its traceback, exit 1
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -194,12 +194,14 @@ def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smok
     if resume:  # the trials continue as they were started: the stored overrides, never new ones
         overrides = resume_overrides(sweep, overrides, smoke)
         sweep = load_sweep(path, overrides, smoke=smoke)
-    trial_state.refuse_conflicts([t.cfg for t in sweep.trials])  # every trial directory, before Ray starts
-    from twoworlds.launch.sweep import connect, run_sweep
+    # every trial directory there is, before Ray starts (a trial without one has nothing to conflict with)
+    trial_state.refuse_conflicts([t.cfg for t in sweep.trials if t.run_dir.is_dir()])
+    from twoworlds.launch.ray_start import connect
     from twoworlds.results.summary import collect, format_summary
     local = connect(sweep, address, num_cpus)  # no cluster, or trials no node can hold: one line, nothing written
     if _SIGTERM_HANDLED.is_set():  # ray.init put its own SIGTERM handler (sys.exit) in place of ours
         _stop_on_sigterm()
+    from twoworlds.launch.sweep import run_sweep  # imports Ray: after connect set what Ray reads at import
     print(f"[sweep {sweep.name}] {len(sweep.trials)} trials; outputs in {sweep.study_dir}", flush=True)
     if not resume:
         sweep.write_manifest(overrides, smoke)
@@ -230,13 +232,9 @@ def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smok
 
 def _report(study_dir: str, target: float | None = None, speed_step: float | None = None, check: bool = False,
             x: str = "steps") -> int:
-    from twoworlds.results.aggregate import StudyError
     from twoworlds.results.report import build_report
     print(f"[report] reading {study_dir}", flush=True)
-    try:
-        report = build_report(study_dir, target=target, speed_step=speed_step, x=x)
-    except StudyError as e:
-        raise ConfigError(str(e)) from None
+    report = build_report(study_dir, target=target, speed_step=speed_step, x=x)
     for v in report.verdicts:
         print(f"[claim] {v.word:>11}: {v.claim} ({v.evidence})", flush=True)
     print(f"[report] written: {report.index}  (and report.md, PNGs, tables beside it)", flush=True)

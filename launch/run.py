@@ -10,8 +10,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from twoworlds.datamodules import build_source
-from twoworlds.datamodules.config import WORLDS
-from twoworlds.datamodules.corruptions import corrupt_source, is_active
+from twoworlds.datamodules.config import WORLDS, cache_params
+from twoworlds.datamodules.corruptions import corrupt_source
 from twoworlds.datamodules.datamodule import WorldDataModule
 from twoworlds.datamodules.loaders import choose_loader
 from twoworlds.datamodules.worlds import WorldPlan
@@ -35,36 +35,25 @@ def accelerator(device: str, precision: str = "32-true") -> str:
 def build(cfg: DictConfig) -> tuple[ClassificationModule, WorldDataModule, WorldPlan]:
     """Source, world plan, network and module for this config. Raises before any training on a
     config that cannot run (unknown names, a pool too small for the step budget)."""
-    try:
-        source = corrupt_source(build_source(cfg.source, cfg.data), cfg.corrupt, cfg.data.seed)
-        plan = WorldPlan.for_source(source, cfg.world, cfg.n, cfg.steps, cfg.batch_size, cfg.seed)
-        pl.seed_everything(cfg.seed, workers=False, verbose=False)  # initial weights: invariant 5
-        m = cfg.model
-        net = build_network(m.name, source.input_shape, source.num_classes, m.width, m.depth, m.patch_size)
-        if m.output_scale is not None:  # lazy training: alpha * (f - f0), f0 counted in the FLOPs (forward only)
-            net = OutputScaled(net, m.output_scale)
-        net.flops_per_sample = training_flops_per_sample(net, source.input_shape, source.num_classes)
-        if cfg.channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        module = ClassificationModule(net, cfg.optim, cfg.steps, plan.id_range(), m.output_scale)
-        loader, why = choose_loader(cfg.loader, source, torch.device("cuda" if accelerator(
-            cfg.device, cfg.precision) == "gpu" else "cpu"))
-        if cfg.progress and cfg.loader == "auto":
-            print(f"[loader] {loader}: {why}", flush=True)
-        dm = WorldDataModule(source, plan, cfg.eval.train_size, cfg.augment, cfg.channels_last, loader,
-                             cfg.data.cache_dir or str(Path(cfg.data.data_dir) / "ffcv-cache"), cache_params(cfg))
-    except ValueError as e:  # unknown names, bad knobs, a pool too small: the config's fault
-        raise ConfigError(str(e)) from None
+    source = corrupt_source(build_source(cfg.source, cfg.data), cfg.corrupt, cfg.data.seed)
+    plan = WorldPlan.for_source(source, cfg.world, cfg.n, cfg.steps, cfg.batch_size, cfg.seed)
+    pl.seed_everything(cfg.seed, workers=False, verbose=False)  # initial weights: invariant 5
+    m = cfg.model
+    net = build_network(m.name, source.input_shape, source.num_classes, m.width, m.depth, m.patch_size)
+    if m.output_scale is not None:  # lazy training: alpha * (f - f0), f0 counted in the FLOPs (forward only)
+        net = OutputScaled(net, m.output_scale)
+    net.flops_per_sample = training_flops_per_sample(net, source.input_shape, source.num_classes)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    module = ClassificationModule(net, cfg.optim, cfg.steps, plan.id_range(), m.output_scale)
+    loader, why = choose_loader(cfg.loader, source, torch.device("cuda" if accelerator(
+        cfg.device, cfg.precision) == "gpu" else "cpu"))
+    if cfg.progress and cfg.loader == "auto":
+        print(f"[loader] {loader}: {why}", flush=True)
+    dm = WorldDataModule(source, plan, cfg.eval.train_size, cfg.augment, cfg.channels_last, loader,
+                         cfg.data.cache_dir or str(Path(cfg.data.data_dir) / "ffcv-cache"),
+                         cache_params(cfg.data, cfg.corrupt))
     return module, dm, plan
-
-
-def cache_params(cfg: DictConfig) -> dict:
-    """What the pool's .beton content depends on beyond the source itself: the data config and,
-    when any is on, the corruptions (written into the file). Clean runs keep their old cache key."""
-    params = OmegaConf.to_container(cfg.data, resolve=True)
-    if is_active(cfg.corrupt):
-        params["corrupt"] = OmegaConf.to_container(cfg.corrupt, resolve=True)
-    return params
 
 
 @dataclass

@@ -1,54 +1,44 @@
 """Running a sweep on Ray Tune: one Tune function trial per trial config.
 
-- `workers == 1`: the trial runs Lightning directly in its Tune actor (actors are reused, so the
-  torch/Lightning imports and Ray start-up are paid once per actor, not once per trial).
-- `workers > 1`: the trial starts a Ray Train `TorchTrainer` whose workers run Lightning DDP with
-  `RayDDPStrategy` (Ray >= 2.5x "Train V2": Tuner(TorchTrainer) no longer works).
-- Every evaluation reaches Tune, and writes a checkpoint into the trial's run directory
-  (launch/trial_state.py), so a trial that raises is retried from its last evaluation, not from
-  step 0. A diverged trial ends normally with status 'diverged' (no retry).
+- `workers == 1`: the trial runs the training loop (launch/loop.py) directly in its Tune actor (actors are
+  reused, so the torch/Lightning imports and Ray start-up are paid once per actor, not once per trial).
+- `workers > 1`: the trial starts a Ray Train `TorchTrainer` whose workers run the same loop under DDP over
+  the process group Ray Train starts (Ray >= 2.5x "Train V2": Tuner(TorchTrainer) no longer works).
+- A trial checkpoints into its run directory at evaluations, at most every `checkpoint_every_s` seconds
+  (launch/trial_state.py), so a trial that raises is retried from its last checkpoint, not from step 0,
+  with the same numbers. A diverged trial ends normally with status 'diverged' (no retry).
+- Tune hears from a running trial at most every REPORT_EVERY_S seconds and at its end; every evaluation is
+  in the trial's metrics.csv and TensorBoard events.
 - Tune's experiment state lives in <out_dir>/<study>/_tune; `--resume` restores it: finished
   trials are kept, unfinished and errored ones continue from their checkpoints.
 """
-
 from __future__ import annotations
 
+import copy
 import logging
-import os
-import socket
 import sys
 import time
 import uuid
 from pathlib import Path
 
-# Our trials write their own TensorBoard events under runs/<study>/<trial>; Tune's default
-# loggers would add a second copy of every scalar under _tune/.
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+import ray
+from omegaconf import OmegaConf
+from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.search import BasicVariantGenerator
+from twoworlds.launch import compat, config, trial_state
+from twoworlds.launch.config import ConfigError
+from twoworlds.launch.logs import show_library_logs
+from twoworlds.launch.ray_start import DDP_TRIAL_CPU, connect
+from twoworlds.launch.sweep_spec import Sweep
+from twoworlds.lightning_modules.metrics import TEST_SOFT_ERROR
+from twoworlds.results.formats import duration
 
-import ray  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-from ray import tune  # noqa: E402
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
-from twoworlds.launch import config, trial_state  # noqa: E402
-from twoworlds.launch.config import ConfigError  # noqa: E402
-from twoworlds.launch.recorder import source_root  # noqa: E402
-from twoworlds.launch.sweep_spec import Sweep  # noqa: E402
-from twoworlds.lightning_modules.metrics import (
-    TEST_SOFT_ERROR,  # noqa: E402,
-)
-from twoworlds.results.formats import duration  # noqa: E402
+from twoworlds.errors import UserError
 
-from twoworlds.errors import UserError  # noqa: E402
+__all__ = ["connect", "run_sweep", "trial_fn"]  # connect: re-exported (launch/ray_start.py)
 
 TUNE_DIR = "_tune"
-# Every Ray process of a sweep gets these (the user's environment wins). Tune waits 2 s for a finished function
-# trial's thread before reusing its actor; a loaded machine misses that, and the trial then never starts.
-# Ray Train's controller polls its workers every 2 s, at each start-up step and at the end of a DDP trial.
-TRIAL_ENV = {k: os.environ.get(k, v) for k, v in {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "60",
-                                                  "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}.items()}
-DDP_TRIAL_CPU = 0.01  # the Tune trial that starts a TorchTrainer only waits on it
 REPORT_EVERY_S = 30.0  # seconds between a running trial's intermediate results to Tune (see `every`)
 
 
@@ -114,14 +104,12 @@ def every(seconds: float, report):
 
 
 def quiet_ray_logs() -> None:
-    """Ray logs a line per report ("Checkpoint successfully created", "Reporting training result")."""
+    """Ray logs a line per report ("Checkpoint successfully created", "Reporting training result"); the
+    library's own lines (launch/logs.py) are shown, as the CLI shows them."""
     for name in ("ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    try:  # Train V2 names this logger after its file path, outside the "ray.train" tree
-        from ray.train.v2._internal.execution import context
-        logging.getLogger(context.__file__).setLevel(logging.WARNING)
-    except ImportError:
-        pass
+    compat.quiet_train_v2_reports()
+    show_library_logs()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,140 +167,29 @@ class SweepProgress(tune.Callback):
 
 
 def _name(trial) -> str:
-    return trial.config["trial"]["name"]
+    looked_up = trial.config["trial"]  # a name (or, in an experiment started before names, the whole config)
+    return looked_up if isinstance(looked_up, str) else looked_up["name"]
 
 
-def connect(sweep: Sweep, address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Join `address` (or RAY_ADDRESS), else start a local instance; then refuse (ConfigError) a sweep whose
-    trials no node can hold, before any trial starts. Returns whether the instance is a local one."""
-    local = init_ray(address, sweep, num_cpus)
-    check_fits(sweep, local)
-    return local
-
-
-def init_ray(address: str | None, sweep: Sweep, num_cpus: int | None = None) -> bool:
-    """Join `address` (or RAY_ADDRESS), else start a local instance sized for one trial at least.
-    Returns whether the instance is a local one this process started."""
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    env = {"env_vars": {**TRIAL_ENV, **{k: v for k, v in os.environ.items()
-                                        if k.startswith("TWOWORLDS_") or k == "PYTHONPATH"}}}
-    # Workers of a source checkout import twoworlds from it; a wheel install is importable anyway.
-    repo = source_root()
-    env["env_vars"]["PYTHONPATH"] = os.pathsep.join(filter(None, [repo and str(repo), env["env_vars"].get("PYTHONPATH")]))
-    if address:
-        join_cluster(address, env)
-        return False
-    r = sweep.resources
-    need = r.workers * r.cpu + (DDP_TRIAL_CPU if r.workers > 1 else 0)
-    cores = os.cpu_count() or 1
-    cpus = num_cpus or max(cores, int(need + 0.999) + (1 if r.workers > 1 else 0))
-    if num_cpus is None and r.workers * r.cpu > cores:
-        print(f"warning: a trial takes {r.workers * r.cpu:g} CPUs (resources: cpu {r.cpu:g} x workers {r.workers}) and this "
-              f"machine has {cores} cores: the local Ray instance counts {cpus} CPUs so that it can run, and the "
-              "trials oversubscribe the cores (slower); --num-cpus sets the count", file=sys.stderr, flush=True)
-    loopback_only_with_token()
-    # DDP trials need the dashboard's state API: without it Ray Train's placement-group cleaner
-    # cannot see that a finished TorchTrainer is done, its CPUs are never released, and the next
-    # DDP trial waits forever for workers. Function trials start faster without it.
-    dashboard_port = _free_loopback_port() if r.workers > 1 else None
-    env["env_vars"].setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # one process less per DDP trial;
-    # a local instance has no node that can be preempted
-    if dashboard_port:  # the cleaner finds the state API at "auto", which fails as soon as a second Ray instance
-        # runs on this machine (another sweep, a `ray start`): the cleaner dies and later DDP trials time out
-        # waiting for CPUs. Name our own API server to every process of the instance instead.
-        env["env_vars"]["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{dashboard_port}"
-    ray.init(num_cpus=cpus, include_dashboard=r.workers > 1, dashboard_host="127.0.0.1", dashboard_port=dashboard_port,
-             runtime_env=env, log_to_driver=True, configure_logging=False)
-    return True
-
-
-def _free_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def loopback_only_with_token() -> None:
-    """A local instance serves this sweep alone: token auth on whatever Ray's default or the environment says,
-    and every Ray server (GCS, raylet, workers, agents, dashboard) bound to 127.0.0.1, not to all interfaces.
-    Ray reads both switches when it is imported, so the values it cached are refreshed here too."""
-    # Ray's own switch for "this node is 127.0.0.1" (its macOS/Windows default), and its token mode; child
-    # processes inherit both from the environment
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    os.environ["RAY_AUTH_MODE"] = "token"
-    try:  # this process read both when it imported ray: refresh what it cached (Ray 2.60's internals)
-        from ray._private import ray_constants
-        from ray._private.authentication.authentication_token_setup import _enable_token_auth
-    except ImportError as e:  # another Ray: refuse rather than start an instance that may listen openly
-        raise ConfigError(f"this Ray ({ray.__version__}) lacks what twoworlds uses to keep a local instance on "
-                          f"127.0.0.1 with token auth ({e}); install ray 2.60") from None
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    _enable_token_auth()  # ray.init then creates ~/.ray/auth_token if there is none
-
-
-def join_cluster(address: str, runtime_env: dict) -> None:
-    """ray.init(address) retries for minutes where nothing listens: check the port first, and turn Ray's
-    connection and token errors into one line naming the address."""
-    how = ("start one with `ray start --head` (then --address <head-ip>:6379) or `ray up launch/cluster/<file>.yaml`, "
-           "or leave out --address and RAY_ADDRESS for a local instance")
-    host, _, port = address.split("://")[-1].rpartition(":")
-    if port.isdigit() and not _listens(host, int(port)):
-        raise ConfigError(f"no Ray cluster at --address/RAY_ADDRESS {address} (nothing listens there): {how}")
-    try:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, configure_logging=False)
-    except (ConnectionError, ray.exceptions.AuthenticationError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"could not join the Ray cluster at {address}: {first} (a token-auth cluster needs "
-                          "RAY_AUTH_MODE=token and its token: launch/cluster/README.md); or {how}") from None
-
-
-def _listens(host: str, port: int, seconds: float = 5.0) -> bool:
-    """Whether a TCP connection to host:port opens within `seconds` (a head that is still starting gets them)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            socket.create_connection((host, port), timeout=2).close()
-            return True
-        except OSError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.5)
-
-
-def check_fits(sweep: Sweep, local: bool) -> None:
-    """Tune would wait forever for resources no node has: refuse, naming the resource and what the nodes have.
-    Only nodes alive now count (an autoscaling cluster must start such a node before the sweep)."""
-    r = sweep.resources
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    have = [n["Resources"] for n in nodes]
-    short = next((k for k, ask in (("gpu", r.gpu), ("cpu", r.cpu))
-                  if ask and not any(h.get(k.upper(), 0) >= ask for h in have)), None)
-    fits = sum(min(h.get("CPU", 0) // r.cpu, h.get("GPU", 0) // r.gpu if r.gpu else r.workers) for h in have)
-    if short is None and fits >= r.workers:
-        return
-    what = "a trial" if r.workers == 1 else f"each of a trial's {r.workers} DDP workers"
-    key = f"resources.{short}={getattr(r, short):g}" if short else f"resources.workers={r.workers}"
-    where = "the local Ray instance" if local else "the Ray cluster's nodes up now"
-    fix = ("a larger --num-cpus" if short != "gpu" else "a machine or a cluster (--address) with GPUs") if local \
-        else "nodes that have it (an autoscaling cluster: start them before the sweep)"
-    listing = "; ".join(f"{n.get('NodeManagerAddress', '?')}: {_fmt_res(n['Resources'])}" for n in nodes)
-    raise ConfigError(f"{key} in {sweep.path}: {what} needs CPU {r.cpu:g}, GPU {r.gpu:g}, more than {where} "
-                      f"can hold (cluster: {_fmt_res(ray.cluster_resources())}; nodes: {listing}); no trial was "
-                      f"started. Lower it, or use {fix}")
-
-
-def _fmt_res(res: dict) -> str:
-    return f"CPU {res.get('CPU', 0):g}, GPU {res.get('GPU', 0):g}"
-
-
-def trainable_for(sweep: Sweep):
+def trainable_for(sweep: Sweep, out_dir: Path):
+    """The Tune trainable: each trial's config comes from one table in Ray's object store (`tune.with_parameters`),
+    looked up by the trial's name, so Tune's own state holds only names. (With the configs in the search space, Tune
+    deep-copies all of them for every trial it makes: a 10,000-trial sweep never got to its first trial.)"""
     r = sweep.resources
     if r.workers > 1:
         from twoworlds.launch.ddp import ddp_trial_fn
-        return tune.with_resources(ddp_trial_fn, {"CPU": DDP_TRIAL_CPU})
-    return tune.with_resources(trial_fn, {"CPU": r.cpu, "GPU": r.gpu})
+        fn, resources = ddp_trial_fn, {"CPU": DDP_TRIAL_CPU}
+    else:
+        fn, resources = trial_fn, {"CPU": r.cpu, "GPU": r.gpu}
+
+    def trial(params: dict, configs: dict) -> None:
+        looked_up = params["trial"]
+        if isinstance(looked_up, str):  # a name; an experiment started before the table held its config itself
+            looked_up = {**configs[looked_up], "run_id": params["run_id"]}
+        fn({"trial": looked_up})
+
+    trial.__name__ = fn.__name__
+    return tune.with_resources(tune.with_parameters(trial, configs=trial_configs(sweep, out_dir)), resources)
 
 
 def concurrent_trials(sweep: Sweep) -> int:
@@ -325,28 +202,33 @@ def concurrent_trials(sweep: Sweep) -> int:
     return max(1, int(min(fits)))
 
 
-def param_space(sweep: Sweep, out_dir: Path) -> dict:
-    run_id = uuid.uuid4().hex  # kept in Tune's state: the same on --resume, new for a fresh sweep
-    configs = []
+def trial_configs(sweep: Sweep, out_dir: Path) -> dict[str, dict]:
+    """What each trial process receives, by trial name."""
+    configs = {}
     for t in sweep.trials:
-        plain = config.to_plain(t.cfg)
+        plain = copy.deepcopy(t.plain)  # not t.cfg: a typed config per trial would cost seconds in a large sweep
         plain["out_dir"] = str(out_dir)  # absolute: trials run with another working directory
         plain["progress"] = False  # the sweep prints one progress line per trial event instead
-        configs.append({"name": t.name, "cfg": plain, "threads": max(1, int(sweep.resources.cpu)),
-                        "workers": sweep.resources.workers, "cpu": sweep.resources.cpu,
-                        "gpu": sweep.resources.gpu, "run_id": run_id})
-    return {"trial": tune.grid_search(configs)}
+        configs[t.name] = {"name": t.name, "cfg": plain, "threads": max(1, int(sweep.resources.cpu)),
+                           "workers": sweep.resources.workers, "cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu}
+    return configs
 
 
-def run_sweep(sweep: Sweep, *, address: str | None = None, resume: bool = False,
-              num_cpus: int | None = None, local: bool | None = None) -> list[dict]:
-    """Run (or resume) every trial of the sweep; returns the last reported metrics of each trial.
-    `local`: what `connect` returned, when the caller connected already."""
+def param_space(sweep: Sweep, max_concurrent: int = 0) -> tuple[dict, BasicVariantGenerator]:
+    """Tune's search space and the generator of its trials: one trial per name, each name a preset point (Tune
+    copies its search space for every trial it makes, so that space holds no list of all the trials). `run_id`
+    is kept in Tune's state: the same on --resume, new for a fresh sweep (trial_state.py)."""
+    points = [{"trial": t.name} for t in sweep.trials]
+    generator = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent)
+    return {"trial": {}, "run_id": uuid.uuid4().hex}, generator
+
+
+def run_sweep(sweep: Sweep, *, local: bool, resume: bool = False) -> list[dict]:
+    """Run (or resume) every trial of the sweep on the Ray instance `connect` reached (`local`: what it
+    returned); returns the last reported metrics of each trial."""
     out_dir = Path(OmegaConf.select(sweep.trials[0].cfg, "out_dir")).resolve()
     experiment = out_dir / sweep.name / TUNE_DIR
-    if local is None:
-        local = connect(sweep, address, num_cpus)
-    trainable = trainable_for(sweep)
+    trainable = trainable_for(sweep, out_dir)
     if resume:
         if not tune.Tuner.can_restore(str(experiment)):
             raise ConfigError(f"nothing to resume: no sweep state at {experiment} (run without --resume first)")
@@ -359,16 +241,18 @@ def run_sweep(sweep: Sweep, *, address: str | None = None, resume: bool = False,
             # result.json/progress.csv for Tune's own bookkeeping; no TensorBoard copy (see above)
             callbacks=[SweepProgress(sweep), JsonLoggerCallback(), CSVLoggerCallback()], verbose=0)
         # reused actors spare function trials their imports; a DDP trial's actor only waits on its TorchTrainer
-        tune_config = tune.TuneConfig(reuse_actors=sweep.resources.workers == 1, trial_name_creator=_name,
-                                      trial_dirname_creator=_name,
-                                      # a cluster may autoscale: only a local instance is fixed in size
-                                      max_concurrent_trials=concurrent_trials(sweep) if local else None)
-        tuner = tune.Tuner(trainable, param_space=param_space(sweep, out_dir), tune_config=tune_config,
+        # a cluster may autoscale: only a local instance is fixed in size (0: no limit)
+        space, trials = param_space(sweep, max_concurrent=concurrent_trials(sweep) if local else 0)
+        tune_config = tune.TuneConfig(search_alg=trials, num_samples=len(sweep.trials),
+                                      reuse_actors=sweep.resources.workers == 1, trial_name_creator=_name,
+                                      trial_dirname_creator=_name)
+        tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config,
                            run_config=run_config)
     results = tuner.fit()
     # Tune returns normally after Ctrl-C, having stopped the trials it cut off before they wrote a summary.
     if any(r.error is None and not (r.metrics or {}).get("done") for r in results):
         for t in sweep.trials:  # only those started and never finished have no summary, or a 'running' one
-            trial_state.mark_interrupted(t.cfg)
+            if t.run_dir.is_dir():  # never started: nothing to mark (and no typed config to make)
+                trial_state.mark_interrupted(t.cfg)
         raise KeyboardInterrupt
     return [r.metrics or {} for r in results]

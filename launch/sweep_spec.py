@@ -27,8 +27,10 @@ from omegaconf.errors import OmegaConfBaseException
 from twoworlds.launch import config, trial_state
 from twoworlds.launch.config import ConfigError
 from twoworlds.lightning_modules.registry import did_you_mean
-from twoworlds.results.claim_spec import ClaimError, validate_claims
+from twoworlds.results.claim_spec import validate_claims
 from twoworlds.results.records import MANIFEST, atomic_write_text, read_json_file, yaml_problem
+
+from twoworlds.identity import flat_items
 
 TOP_KEYS = ("name", "description", "base", "grid", "zip", "seeds", "resources", "max_failures", "claims", "smoke")
 RESOURCE_KEYS = ("cpu", "gpu", "workers")
@@ -44,8 +46,21 @@ class Resources:
 @dataclass
 class Trial:
     name: str
-    cfg: DictConfig
+    plain: dict  # the resolved, validated config as plain nested dicts (what a trial process receives)
     varying: dict  # the values of the keys that vary across the study
+    _cfg: DictConfig | None = field(default=None, repr=False)
+
+    @property
+    def run_dir(self) -> Path:
+        """<out_dir>/<study>/<name>, as trial_state.run_dir(cfg) (without making the typed config)."""
+        return Path(self.plain["out_dir"]) / self.plain["study"] / self.name
+
+    @property
+    def cfg(self) -> DictConfig:
+        """The typed config (struct mode), made on first use: a 10,000-trial sweep never makes them all."""
+        if self._cfg is None:
+            self._cfg = config.merge(config.schema(), self.plain)
+        return self._cfg
 
 
 @dataclass
@@ -60,7 +75,7 @@ class Sweep:
 
     @property
     def study_dir(self) -> Path:
-        return Path(self.trials[0].cfg.out_dir).resolve() / self.name
+        return Path(self.trials[0].plain["out_dir"]).resolve() / self.name
 
     def write_manifest(self, overrides: list[str], smoke: bool) -> Path:
         """<study>/sweep.json: the sweep file's text, the overrides and the expected trial names, so the
@@ -76,9 +91,10 @@ class Sweep:
         Real World's distinct samples (n summed over its trials)."""
         total = {"real": 0, "ideal": 0, "real_distinct": 0}
         for t in self.trials:
-            total[t.cfg.world] += t.cfg.steps * t.cfg.batch_size
-            if t.cfg.world == "real":
-                total["real_distinct"] += t.cfg.n
+            c = t.plain
+            total[c["world"]] += c["steps"] * c["batch_size"]
+            if c["world"] == "real":
+                total["real_distinct"] += c["n"]
         return total
 
     def table(self) -> str:
@@ -174,10 +190,14 @@ def resolve_sweep(path: str | Path) -> Path:
 
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (), smoke: bool = False) -> Sweep:
     """Read, check and expand a sweep file (a path, or the bare name of a shipped study such as
-    `quickstart`). `overrides` (key=value) apply to every trial, last."""
+    `quickstart`). `overrides` (key=value) apply to every trial, last; `seeds=...` among them replaces the file's
+    seeds and makes a study of its own (`seeded_name`)."""
     path = resolve_sweep(path)
+    overrides, seeds = _split_seeds(config.parse_overrides(list(overrides)))
+    text = path.read_text()
+    config.refuse_duplicate_keys(text, path)
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {yaml_problem(e)}") from None
     where = f"in {path}"
@@ -186,22 +206,39 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = (), sm
         raise ConfigError(f"{path} needs a 'name' (the study name; outputs go to <out_dir>/<name>/)")
     if smoke:
         doc = _merge_smoke(doc, str(path))
+    if seeds is not None:
+        doc = {**doc, "seeds": seeds, "name": seeded_name(doc["name"], _seeds(seeds, "on the command line"))}
     res = _resources(doc.get("resources") or {}, where)
-    trials = _expand(doc, path, config.parse_overrides(list(overrides)))
-    varying = _varying_keys(trials)
-    for t in trials:
-        t.varying = {k: OmegaConf.select(t.cfg, k) for k in varying}
-        if t.cfg.world == "ideal" and "n" in t.varying:
-            t.varying["n"] = None
-    try:
-        claims = validate_claims(doc.get("claims"), where)
-    except ClaimError as e:
-        raise ConfigError(str(e)) from None
+    trials, varying = _expand(doc, path, overrides)
+    claims = validate_claims(doc.get("claims"), where)
     max_failures = doc.get("max_failures", 2)
     if not _is_int(max_failures) or max_failures < 0:
         raise ConfigError(f"'max_failures' {where} must be an integer >= 0 (retries of a trial that raises), "
                           f"got {max_failures!r}")
     return Sweep(doc["name"], path, trials, res, max_failures, varying, claims)
+
+
+def _split_seeds(overrides: list[str]) -> tuple[list[str], object]:
+    """The config overrides, and the value of `seeds=` (a count or a list, as in a sweep file) when given."""
+    rest, seeds = [], None
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() != "seeds":
+            rest.append(item)
+            continue
+        try:
+            seeds = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"'{item}' on the command line: seeds must be a count (seeds=3) or a list "
+                              "(seeds=[100,101])") from None
+    return rest, seeds
+
+
+def seeded_name(name: str, seeds: list[int]) -> str:
+    """The study of a sweep run with other seeds than its file's: never the same directory as the file's own
+    trials. e.g. zoo_scatter-seeds100-101, zoo_scatter-seeds0to2 (seeds=3)."""
+    ranged = len(seeds) >= 3 and seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+    return f"{name}-seeds" + (f"{seeds[0]}to{seeds[-1]}" if ranged else "-".join(str(s) for s in seeds))
 
 
 def _is_int(v) -> bool:
@@ -257,7 +294,7 @@ def _as_dict(overrides: list[str]) -> dict[str, str]:
     return dict(o.split("=", 1) for o in overrides)
 
 
-def _expand(doc: dict, path: Path, overrides: list[str]) -> list[Trial]:
+def _expand(doc: dict, path: Path, overrides: list[str]) -> tuple[list[Trial], list[str]]:
     where = f"in {path}"
     base = _flat(doc.get("base"), f"'base' {where}")
     grid = _flat(doc.get("grid"), f"'grid' {where}")
@@ -272,35 +309,95 @@ def _expand(doc: dict, path: Path, overrides: list[str]) -> list[Trial]:
     for group in groups:
         points = _zip_points(_flat(group, f"'zip' {where}"), where)
         zip_points = [{**a, **b} for a in zip_points for b in points]
-    trials: dict[str, Trial] = {}
+    typed = _Typed(where)
+    defaults = dict(flat_items(config.to_plain(config.schema())))
+    command_line = typed.overrides(overrides)
+    trials: dict[str, dict] = {}
     for g, z, seed in itertools.product(grid_points, zip_points, seeds):
-        cfg = config.schema()
-        cfg.study = doc["name"]
+        flat = {**defaults, "study": doc["name"]}
         for section, values in (("base", base), ("grid", g), ("zip", z)):
             for k, v in values.items():
-                _apply(cfg, k, v, f"under '{section}' {where}")
-        cfg.seed = seed
-        cfg = config.merge(cfg, overrides, " on the command line")
-        if cfg.world == "both":
+                flat.update(typed.value(k, v, section))
+        flat["seed"] = seed
+        flat.update(command_line)
+        if flat["world"] == "both":
             raise ConfigError(f"world=both is for single runs; a sweep lists worlds explicitly {where} "
                               "(e.g. grid: {world: [real, ideal]})")
-        config.validate(cfg)
+        config.check_values(flat)
         # The Ideal World ignores n: a grid over n gives one ideal trial, not one per n.
-        identity = config.to_plain(cfg)
-        if cfg.world == "ideal":
-            identity.pop("n")
-        trials.setdefault(json.dumps(identity, sort_keys=True), Trial("", cfg, {}))
-    varying = _varying_keys(list(trials.values()))
-    extra = [k for k in varying if k not in config.IN_TRIAL_NAME]
-    named = {}
-    for t in trials.values():
-        t.name = _sweep_trial_name(t.cfg, extra)
-        config.check_name("name", t.name)
-        t.cfg.name = t.name
-        if t.name in named:
-            raise ConfigError(f"two trials of {path} would both be named '{t.name}'")
-        named[t.name] = t
-    return list(named.values())
+        identity = {k: v for k, v in flat.items() if not (k == "n" and flat["world"] == "ideal")}
+        trials.setdefault(json.dumps(identity, sort_keys=True), flat)
+    flats = list(trials.values())
+    varying = _varying_keys_flat(flats)
+    extra = [k for k in varying if k not in config.in_trial_name()]
+    named: dict[str, Trial] = {}
+    for flat in flats:
+        flat["name"] = ""
+        plain = _nested(flat)
+        name = config.trial_name(plain) + "".join(_name_part(k, flat[k]) for k in extra)
+        config.check_name("name", name)
+        if name in named:
+            raise ConfigError(f"two trials of {path} would both be named '{name}'")
+        plain["name"] = flat["name"] = name
+        named[name] = Trial(name, plain, _varying_values(flat, varying))
+    return list(named.values()), varying
+
+
+def _varying_values(flat: dict, varying: list[str]) -> dict:
+    values = {k: flat[k] for k in varying}
+    if flat["world"] == "ideal" and "n" in values:  # the Ideal World has no n
+        values["n"] = None
+    return values
+
+
+class _Typed:
+    """Values as the schema types them, each distinct (key, value) converted by OmegaConf once: a 10,000-trial grid
+    has a few dozen distinct values, and one OmegaConf config per trial took 25 ms each."""
+
+    def __init__(self, where: str):
+        self.where, self.scratch, self.done = where, config.schema(), {}
+        self.leaves = set(dict(flat_items(config.to_plain(self.scratch))))
+
+    def value(self, key: str, value, section: str) -> dict:
+        """{dotted key: typed value}, or a ConfigError naming the file, the section and the key."""
+        memo = (key, type(value), value) if isinstance(value, str | int | float | None) else \
+            (key, list, json.dumps(value, sort_keys=True, default=repr))
+        if memo not in self.done:
+            if isinstance(value, str) and "${" in value:
+                raise ConfigError(f"'{key}' under '{section}' {self.where}: interpolations (${{...}}) are not "
+                                  "supported in sweep files; write the value")
+            _apply(self.scratch, key, value, f"under '{section}' {self.where}")
+            if key not in self.leaves:  # a whole section given one value (e.g. model: null)
+                raise ConfigError(f"bad value for '{key}' under '{section}' {self.where}: it is a section of keys; "
+                                  "set those (e.g. model.width)")
+            got = OmegaConf.select(self.scratch, key)
+            self.done[memo] = {key: OmegaConf.to_container(got, resolve=True) if OmegaConf.is_config(got) else got}
+        return self.done[memo]
+
+    def overrides(self, overrides: list[str]) -> dict:
+        """The command line's key=value overrides as typed values (applied last, to every trial)."""
+        if not overrides:
+            return {}
+        typed = dict(flat_items(config.to_plain(config.merge(config.schema(), overrides, " on the command line"))))
+        return {k: typed[k] for k, _ in flat_items(OmegaConf.to_container(OmegaConf.from_dotlist(overrides)))
+                if k in typed}
+
+
+def _nested(flat: dict) -> dict:
+    out: dict = {}
+    for k, v in flat.items():
+        node = out
+        *path, leaf = k.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = v
+    return out
+
+
+def _name_part(key: str, value) -> str:
+    """`-<leaf><value>` for a varying key the default name does not show (file paths made safe)."""
+    value = str(value).replace("/", "_").replace("\\", "_").replace("..", "_")
+    return f"-{key.split('.')[-1].replace('_', '')}{value}"
 
 
 def _zip_points(zipped: dict, where: str) -> list[dict]:
@@ -313,19 +410,6 @@ def _zip_points(zipped: dict, where: str) -> list[dict]:
     return [dict(zip(zipped, vals, strict=True)) for vals in zip(*zipped.values(), strict=True)] or [{}]
 
 
-def _varying_keys(trials: list[Trial]) -> list[str]:
-    keys = []
-    for k in sorted(_ALL_KEYS):
-        values = {str(OmegaConf.select(t.cfg, k)) for t in trials}
-        if len(values) > 1 and not OmegaConf.is_dict(OmegaConf.select(trials[0].cfg, k)) and k not in ("name",):
-            keys.append(k)
-    return keys
-
-
-def _sweep_trial_name(cfg: DictConfig, extra_keys: list[str]) -> str:
-    """The readable default name, plus `-<leaf><value>` for varying keys it does not show."""
-    name = config.trial_name(cfg)
-    for k in extra_keys:
-        value = str(OmegaConf.select(cfg, k)).replace("/", "_").replace("\\", "_").replace("..", "_")  # file paths
-        name += f"-{k.split('.')[-1].replace('_', '')}{value}"
-    return name
+def _varying_keys_flat(flats: list[dict]) -> list[str]:
+    """The leaf keys whose value differs between trials (the name aside), sorted."""
+    return [k for k in sorted(flats[0]) if k != "name" and len({str(f[k]) for f in flats}) > 1]

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from twoworlds.lightning_modules.registry import Registry
 
+from twoworlds.errors import ConfigError
+
 NETWORKS: Registry[Callable[..., nn.Module]] = Registry("network")
 
 RESNET_BLOCKS: dict[int, tuple[int, int, int, int]] = {
@@ -188,7 +190,7 @@ def _clamped_stride(stride: int, size: int) -> int:
 def resnet(input_shape, num_classes, width, depth, patch_size=None) -> nn.Module:
     if depth not in RESNET_BLOCKS:
         allowed = ", ".join(str(d) for d in sorted(RESNET_BLOCKS))
-        raise ValueError(f"resnet depth must be one of {allowed}; got {depth}")
+        raise ConfigError(f"model.depth: resnet depth must be one of {allowed}; got {depth}")
     return PreActResNet(input_shape, num_classes, width, RESNET_BLOCKS[depth])
 
 
@@ -243,7 +245,7 @@ def _num_heads(width: int) -> int:
 def vit(input_shape, num_classes, width, depth, patch_size=4) -> nn.Module:
     spatial = input_shape[1:]
     if patch_size < 1 or any(s % patch_size for s in spatial):
-        raise ValueError(
-            f"vit patch_size must be a positive divisor of the input's spatial size {spatial}; got {patch_size}"
+        raise ConfigError(
+            f"model.patch_size: vit patch_size must be a positive divisor of the input's spatial size {spatial}; got {patch_size}"
         )
     return ViT(input_shape, num_classes, width, depth, patch_size)

@@ -1,6 +1,6 @@
 """Registries of named things (networks, sources, claim kinds) and the "did you mean" hint.
 
-This module sits at the bottom of the package graph: it imports nothing of twoworlds and nothing
+This module sits at the bottom of the package graph: it imports nothing of twoworlds but its errors, and nothing
 heavy, so every package (lightning_modules, datamodules, results, launch) may use it.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
+
+from twoworlds.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -23,7 +25,7 @@ class Registry(Generic[T]):
     """Names of one kind mapped to their factories (or any item).
 
     `register(name)` is a decorator that refuses a name registered twice; `registry[name]` raises a
-    ValueError listing the known names and the closest one. `load`, when given, is called once
+    ConfigError listing the known names and the closest one. `load`, when given, is called once
     before the first lookup, so that modules registering items are imported only when needed.
     """
 
@@ -49,7 +51,7 @@ class Registry(Generic[T]):
     def __getitem__(self, name: str) -> T:
         items = self._all()
         if name not in items:
-            raise ValueError(f"unknown {self.kind} '{name}'; known: {', '.join(sorted(items))}."
+            raise ConfigError(f"unknown {self.kind} '{name}'; known: {', '.join(sorted(items))}."
                              + did_you_mean(name, items))
         return items[name]
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from twoworlds.lightning_modules.registry import Registry, did_you_mean
 
+from twoworlds.errors import UserError
+
 # Per-configuration metrics (columns of the report's configurations table, means over seeds).
 METRICS = {
     "real_final": "Real World final test soft error",
@@ -64,7 +66,7 @@ for _kind, _params in zip(REPETITION_KINDS, (
     CLAIM_KINDS.add(_kind, frozenset(_params))
 
 
-class ClaimError(ValueError):
+class ClaimError(UserError, ValueError):
     """A malformed claim in a sweep file."""
 
 

@@ -1,5 +1,5 @@
 """How run records are written and read back: atomic writes, flat dotted config keys, and which
-run keys are bookkeeping rather than config.
+run keys are bookkeeping rather than config (`RunRecord`, declared with twoworlds/identity.py).
 
 Layering: `lightning_modules` (recipe, networks, metric names, the registry type) is the bottom
 package; `datamodules` may use it; `results` may use both; `launch` sits on top and may use all
@@ -14,16 +14,35 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from twoworlds.identity import bookkeeping, keys_with
+
 # Written by `twoworlds sweep` beside the trials: the sweep file, its overrides and the expected trial names.
 MANIFEST = "sweep.json"
 
-# Run keys that only say where a trial's files go and how it reports progress, not what it trains:
-# never a column of the report's tables, never part of the pair key (launch/config.py).
-BOOKKEEPING_KEYS = ("name", "study", "out_dir", "progress", "check_every", "checkpoint_every_s")
+
+@dataclass
+class RunRecord:
+    """The run keys that say where a trial's files go and how it reports, not what it trains: never a column
+    of the report's tables, never part of the pair key. The run schema (launch/config.py RunConfig) extends it."""
+
+    study: str = field(default="default", metadata=bookkeeping())  # outputs go to <out_dir>/<study>/<name>/
+    # trial name; empty: derived from the config (e.g. mlp-w128-d3-bs128-real-n4000-s0)
+    name: str = field(default="", metadata=bookkeeping())
+    out_dir: str = field(default="runs", metadata=bookkeeping())
+    # steps between divergence checks (one host sync each); in the config hash: it decides when a run stops
+    check_every: int = field(default=50, metadata=bookkeeping(config_hash=True))
+    progress: bool = field(default=True, metadata=bookkeeping())  # print a progress line at evaluations
+    # Sweep trials: seconds of training between checkpoints (taken at evaluations; 0: at every one). A retried
+    # trial redoes at most this much; a small trial never pays for a checkpoint (launch/loop.py).
+    checkpoint_every_s: float = field(default=30.0, metadata=bookkeeping())
+
+
+BOOKKEEPING_KEYS = keys_with(RunRecord, "bookkeeping")
 
 
 def atomic_write(path: Path, write: Callable[[Path], object], replace: bool = True) -> Path:

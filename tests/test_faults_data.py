@@ -19,6 +19,7 @@ from twoworlds.datamodules.datamodule import WorldDataModule
 from twoworlds.datamodules.sources import DataConfig, build_source
 from twoworlds.datamodules.worlds import WorldPlan
 from twoworlds.launch.cli import main
+from twoworlds.launch.logs import show_library_logs
 from twoworlds.launch.loop import Checkpoints, train
 from twoworlds.launch.run import preflight, run_trial
 from twoworlds.results.aggregate import load_study
@@ -26,6 +27,12 @@ from twoworlds.results.summary import collect, format_summary
 
 C5M = {"per_part": 100}  # pool 500 (parts 0-4), test 100
 POOL = 500
+
+
+@pytest.fixture(autouse=True)
+def _cli_logs():
+    """The FFCV cache's log lines as the command line shows them (launch/logs.py), for the tests that read them."""
+    show_library_logs()
 
 
 @pytest.fixture(scope="module")

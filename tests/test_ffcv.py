@@ -175,3 +175,26 @@ def test_ddp_two_gloo_ranks(tmp_path, pools):
         if world == "ideal":
             every = [i for a, b in zip(r0, r1, strict=True) for i in a + b]
             assert len(set(every)) == len(every) == plan.samples_seen
+
+
+class _FailsInAWriter:
+    """A real source whose reads fail in FFCV's writer processes only (as a bug in a source's `get` that shows in
+    a forked process would): FFCV's writer waits forever for a worker that died."""
+
+    def __init__(self, source):
+        self.inner, self.pid = source, os.getpid()
+        self.name, self.pool_size, self.input_shape = "failing", source.pool_size, source.input_shape
+
+    def get(self, ids):
+        if os.getpid() != self.pid:
+            raise ValueError(f"a bug reading ids from {int(ids.min())}")
+        return self.inner.get(ids)
+
+
+def test_a_writer_process_that_fails_stops_the_write_with_its_error(tmp_path):
+    """The watchdog turns a writer process's error into an error in the caller, names it, and leaves no file."""
+    source = _FailsInAWriter(build_source("teacher", TEACHER))
+    with pytest.raises(RuntimeError, match=r"ffcv: writing failing failed: ValueError: a bug reading ids from"):
+        write_pool_beton(source, tmp_path, chunk=500)
+    left = sorted(p.name.split(".beton")[1] for p in tmp_path.glob("*.beton*"))
+    assert left == [".lock"], f"only the lock file may be left (no .beton, temporary or error file): {left}"

@@ -16,6 +16,8 @@ from twoworlds.datamodules.cifar import CIFAR5M_URL, CIFAR10_MD5, CIFAR10_URL, C
 from twoworlds.datamodules.files import _npz_memmap
 from twoworlds.datamodules.sources import SOURCES, DataConfig, Source, build_source
 
+from twoworlds.errors import DataError
+
 PER_BATCH, PER_PART = 40, 60
 
 
@@ -194,7 +196,7 @@ def test_npz_memmap_and_compressed_fallback(tmp_path):
     np.savez_compressed(tmp_path / "c.npz", a=a)
     c = _npz_memmap(tmp_path / "c.npz", "a")
     assert not isinstance(c, np.memmap) and np.array_equal(c, a)
-    with pytest.raises(KeyError, match="holds: a"):
+    with pytest.raises(DataError, match="holds: a"):
         _npz_memmap(tmp_path / "c.npz", "b")
 
 

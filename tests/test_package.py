@@ -60,16 +60,26 @@ def _fresh_import(code: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# Modules of the twoworlds package itself that every layer may use: they import nothing of ours.
+SHARED = {"errors", "identity"}
+
+
 @pytest.mark.parametrize("package", sorted(MAY_IMPORT))
 def test_every_module_of_a_package_imports_only_the_packages_below_it(package):
     loaded = _fresh_import(f"import importlib, pkgutil\npkg = importlib.import_module('twoworlds.{package}')\n"
                            f"for m in pkgutil.iter_modules(pkg.__path__):\n"
                            f"    importlib.import_module('twoworlds.{package}.' + m.name)")
-    assert set(loaded["ours"]) - {package} <= MAY_IMPORT[package], loaded["ours"]
+    assert set(loaded["ours"]) - {package} <= MAY_IMPORT[package] | SHARED, loaded["ours"]
+
+
+def test_the_shared_modules_import_nothing_of_ours_and_nothing_heavy():
+    loaded = _fresh_import("; ".join(f"import twoworlds.{m}" for m in sorted(SHARED)))
+    assert set(loaded["ours"]) <= SHARED and loaded["heavy"] == [], loaded
 
 
 def test_the_config_schema_and_sweep_checks_load_without_torch_lightning_or_pandas():
-    loaded = _fresh_import("import twoworlds.launch.cli, twoworlds.launch.config, twoworlds.launch.sweep_spec")
+    loaded = _fresh_import("import twoworlds.launch.cli, twoworlds.launch.config, twoworlds.launch.sweep_spec, "
+                           "twoworlds.launch.ray_start, twoworlds.launch.compat")
     assert loaded["heavy"] == [], f"the config layer pulled {loaded['heavy']}: `twoworlds keys` would wait for them"
 
 

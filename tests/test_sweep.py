@@ -19,6 +19,8 @@ from twoworlds.launch.config import ConfigError
 from twoworlds.launch.sweep_spec import load_sweep
 from twoworlds.lightning_modules.schedules import eval_steps
 
+from twoworlds.errors import UserError
+
 REPO = Path(__file__).resolve().parent.parent
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 # the report's study-specific plots: the model-size section where the width varies, the predictor's
@@ -86,7 +88,7 @@ def test_every_shipped_sweep_and_its_smoke_variant_validate(path):
 def test_a_bad_sweep_file_fails_before_anything_runs_naming_file_and_key(tmp_path, text, match):
     path = tmp_path / "x.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(UserError, match=match):  # a ConfigError, or a ClaimError for the claims
         load_sweep(path)
 
 
@@ -250,3 +252,110 @@ def test_a_two_worker_ddp_trial_runs_through_a_torch_trainer_and_retries_from_it
     assert run["samples_seen"] == run["distinct_samples_seen"] == 40 * 32
     assert metric_steps(tmp_path / "ddp" / trial) == eval_steps(40, 5)
     assert not (tmp_path / "ddp" / trial / "last.ckpt").exists()
+
+
+def _reference_trials(path, overrides=()):
+    """The expansion as it was before it was batched: one typed OmegaConf config per grid point, each value set
+    by OmegaConf, the overrides merged, then validated. The fast path must give exactly these configs."""
+    import itertools
+
+    from omegaconf import OmegaConf
+    from twoworlds.launch import config
+    from twoworlds.launch.sweep_spec import _flat, _zip_points
+
+    doc = yaml.safe_load(Path(path).read_text())
+    grid = _flat(doc.get("grid"), "")
+    points = [dict(zip(grid, v, strict=True)) for v in itertools.product(*grid.values())]
+    groups = doc.get("zip") if isinstance(doc.get("zip"), list) else [doc.get("zip")]
+    zips = [{}]
+    for group in groups:
+        zips = [{**a, **b} for a in zips for b in _zip_points(_flat(group, ""), "")]
+    seeds = doc.get("seeds", 1)
+    out = {}
+    for g, z, seed in itertools.product(points, zips, range(seeds) if isinstance(seeds, int) else seeds):
+        cfg = config.schema()
+        cfg.study = doc["name"]
+        for values in (_flat(doc.get("base"), ""), g, z):
+            for k, v in values.items():
+                OmegaConf.update(cfg, k, v, merge=True)
+        cfg.seed = seed
+        cfg = config.merge(cfg, list(overrides))
+        config.validate(cfg)
+        plain = config.to_plain(cfg)
+        plain.pop("name")
+        identity = {**plain, "n": None} if cfg.world == "ideal" else plain
+        out.setdefault(json.dumps(identity, sort_keys=True), plain)
+    return sorted(out.values(), key=lambda p: json.dumps(p, sort_keys=True))
+
+
+@pytest.mark.parametrize("study", ["random_labels", "label_noise_width", "width_depth", "lazy_rich", "tricky"])
+def test_the_batched_expansion_gives_the_configs_one_omegaconf_config_per_trial_gives(tmp_path, study):
+    """Typed values converted once per distinct (key, value) (ints for floats, null, lists, zip groups, seeds,
+    overrides on the command line) equal, trial by trial, what OmegaConf gives one config at a time."""
+    from twoworlds.launch.sweep_spec import shipped_sweeps
+    overrides = ["optim.lr=0.2", "data.teacher_shape=[1,16]", "model.output_scale=3"]
+    path = shipped_sweeps().get(study)
+    if study == "tricky":
+        path = tmp_path / "tricky.yaml"
+        path.write_text("name: tricky\nbase: {source: teacher, steps: 40, optim: {lr: 1, betas: [0.8, 0.9]}}\n"
+                        "grid: {model.output_scale: [null, 2, 10.5], corrupt.label_noise: [0, 0.1]}\n"
+                        "zip: [{world: [real, ideal], n: [100, 100]}, {batch_size: [16, 32], eval.points: [3, 4]}]\n"
+                        "seeds: [3, 5]\n")
+        overrides = ["optim.momentum=0", "eval.train_size=50"]
+    sweep = load_sweep(path, overrides)
+    got = sorted(({k: v for k, v in t.plain.items() if k != "name"} for t in sweep.trials),
+                 key=lambda p: json.dumps(p, sort_keys=True))
+    assert got == _reference_trials(path, overrides)
+    assert all(t.plain["name"] == t.name == t.cfg.name for t in sweep.trials)
+
+
+def test_seeds_from_the_command_line_make_a_study_of_their_own(tmp_path):
+    """`seeds=[100,101]` or `seeds=3` replace the file's seeds and name a study of their own: never a mix with the
+    trials of the file's own seeds in one study directory."""
+    path = write_sweep(tmp_path, seeds="[0, 1]")
+    own = load_sweep(path, [f"out_dir={tmp_path}"])
+    other = load_sweep(path, ["seeds=[100,101]", f"out_dir={tmp_path}"])
+    counted = load_sweep(path, [f"out_dir={tmp_path}", "seeds=3"])
+    assert (own.name, other.name, counted.name) == ("tiny", "tiny-seeds100-101", "tiny-seeds0to2")
+    assert {t.plain["seed"] for t in other.trials} == {100, 101} and len(other.trials) == len(own.trials)
+    assert {t.plain["seed"] for t in counted.trials} == {0, 1, 2}
+    assert own.study_dir != other.study_dir and all(t.plain["study"] == other.name for t in other.trials)
+    assert {t.run_dir.parent for t in other.trials} == {other.study_dir}
+    assert load_sweep(path, ["seeds=[5]"], smoke=False).name == "tiny-seeds5"
+
+
+def test_seeds_on_the_command_line_are_checked_and_shown_by_dry_run(tmp_path, capsys):
+    path = write_sweep(tmp_path)
+    with pytest.raises(ConfigError, match=r"'seeds' on the command line must be a count >= 1 or a non-empty list"):
+        load_sweep(path, ["seeds=[-1]"])
+    assert main(["sweep", "zoo_scatter", "seeds=[100,101]", "--smoke", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "trials in study 'zoo_scatter-smoke-seeds100-101'" in out and "-s100" in out and "-s0 " not in out
+
+
+def test_resume_keeps_the_seeds_it_was_started_with(tmp_path):
+    """--resume finds the seeded study by the same command; the overrides it stored (sweep.json) include the seeds,
+    and the file's own study is another one (nothing to resume there)."""
+    from twoworlds.launch.sweep_spec import resume_overrides
+    path = write_sweep(tmp_path, seeds="[0, 1]")
+    started = ["seeds=[7,8]", f"out_dir={tmp_path}"]
+    load_sweep(path, started).write_manifest(started, smoke=False)
+    assert resume_overrides(load_sweep(path, started), started, False) == started
+    assert resume_overrides(load_sweep(path, started), [], False) == started  # none given: the stored ones
+    for other in ([f"out_dir={tmp_path}"], ["seeds=[9]", f"out_dir={tmp_path}"]):  # the file's seeds, other seeds
+        with pytest.raises(ConfigError, match="nothing to resume"):
+            resume_overrides(load_sweep(path, other), other, False)
+
+
+@pytest.mark.slow
+def test_a_seeded_sweep_runs_in_its_own_study_and_resumes_there(tmp_path):
+    path = write_sweep(tmp_path, steps=20)
+    done = cli(path, "seeds=[3]", f"out_dir={tmp_path}")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "[sweep tiny-seeds3] 2 trials" in done.stdout
+    assert not (tmp_path / "tiny").exists()
+    first = summaries(tmp_path / "tiny-seeds3")
+    assert {s["status"] for s in first.values()} == {"completed"} and all(n.endswith("-s3") for n in first)
+    again = cli(path, "seeds=[3]", f"out_dir={tmp_path}", "--resume")
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert summaries(tmp_path / "tiny-seeds3") == first  # finished trials kept, not re-run

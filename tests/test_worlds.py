@@ -138,3 +138,14 @@ def test_sources_are_pure_functions_of_seed_and_id():
 def test_unknown_source_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown source 'mnist2d'; known: .*mnist1d.*teacher.*Did you mean: mnist1d"):
         build_source("mnist2d", DataConfig())
+
+
+def test_rng_streams_are_distinct_and_keep_their_values():
+    """Every sample, order and initial weight depends on these numbers (datamodules/rng.py Stream)."""
+    from twoworlds.datamodules.rng import Stream
+
+    assert {s.name: int(s) for s in Stream} == {
+        "INPUT": 1, "LABEL": 2, "TEACHER": 3, "CORRUPT_LABEL": 4, "CORRUPT_SHUFFLE": 5, "CORRUPT_PIXELS": 6,
+        "CORRUPT_GAUSSIAN": 7, "CORRUPT_STATS": 8, "MNIST1D": 11, "SUBSET": 101, "EPOCH": 102, "IDEAL": 103,
+        "AUGMENT": 104}
+    assert len({int(s) for s in Stream}) == len(Stream.__members__)  # no alias: every name its own value
