@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import socket
@@ -117,7 +118,7 @@ def test_resuming_from_a_checkpoint_replaced_by_a_pickle_is_one_line_and_keeps_t
 @pytest.mark.slow
 def test_a_sweep_resumed_onto_a_pickled_checkpoint_fails_that_trial_in_one_line(tmp_path):
     path = write_sweep(tmp_path, name="swap", steps=200)
-    path.write_text(path.read_text() + "max_failures: 0\n")
+    path.write_text(re.sub(r"max_failures: \d+", "max_failures: 0", path.read_text()))
     study = tmp_path / "swap"
     trial = load_sweep(path, [f"out_dir={tmp_path}"]).trials[0].name
     first = cli(path, f"out_dir={tmp_path}", "checkpoint_every_s=0", env={FAULT_ENV: f"{trial}:150"})

@@ -40,7 +40,7 @@ def test_single_runs_keep_their_identity_and_ffcv_cache_key(label):
 
 def test_the_declared_roles_are_the_lists_they_replaced():
     from twoworlds.results.records import BOOKKEEPING_KEYS
-    assert set(BOOKKEEPING_KEYS) == {"name", "study", "out_dir", "progress", "check_every"}
+    assert set(BOOKKEEPING_KEYS) == {"name", "study", "out_dir", "progress", "check_every", "checkpoint_every_s"}
     assert set(config.in_trial_name()) == {
         "model.name", "model.width", "model.depth", "model.patch_size", "batch_size", "world", "n", "seed",
         "corrupt.label_noise", "corrupt.random_labels", "corrupt.pixels", "corrupt.test", "model.output_scale"}
