@@ -1,0 +1,240 @@
+"""The report's sections, in order: each renders part of an `Analysis` (tables.py) as document blocks,
+with narrate.py's sentences and plots.py's PNGs (written into the report folder).
+
+A section is a function (Analysis, out_dir) -> list[Block], empty when it has nothing to show; SECTIONS
+lists them in the order of the report, so a new section is one function and one line there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from twoworlds.lightning_modules.metrics import final_name
+from twoworlds.results import narrate, plots
+from twoworlds.results.analysis import TEST_SOFT, TRAIN_ERR, X_AXES, fmt_pm
+from twoworlds.results.claims import DEFAULT_BAND, score_predictor
+from twoworlds.results.document import Block
+from twoworlds.results.formats import pct as _pct
+from twoworlds.results.tables import Analysis, size_groups
+
+
+def _steps(v: float) -> str:
+    return "—" if v != v else f"{v:,.0f}"
+
+
+def _pm(c: pd.DataFrame, col: str, **kw) -> list[str]:
+    """Column `col` of a configurations table as 'mean ± std' per row (formats.fmt_pm)."""
+    return [fmt_pm(m, s, int(k), **kw) for m, s, k in zip(c[f"{col}_mean"], c[f"{col}_std"], c.seeds, strict=True)]
+
+
+def header(a: Analysis, out: Path) -> list[Block]:
+    return [Block("h1", f"Study '{a.study.name}': Real World vs Ideal World"), Block("p", narrate.intro(a))]
+
+
+def findings(a: Analysis, out: Path) -> list[Block]:
+    return [Block("h2", "Findings"), Block("list", narrate.statements(a))] if len(a.pairs) else []
+
+
+def claims(a: Analysis, out: Path) -> list[Block]:
+    if not len(a.pairs) or not a.verdicts:
+        return []
+    return [Block("h2", "Claims checked on this run"),
+            Block("list", [f"{v.claim}: {v.evidence}: {v.word}" for v in a.verdicts])]
+
+
+def summary_table(a: Analysis) -> pd.DataFrame:
+    c = a.configs
+    pm = lambda col, **kw: _pm(c, col, **kw)  # noqa: E731
+    table = pd.DataFrame({
+        "configuration": c.configuration, "seeds": c.seeds.astype(int),
+        "Real converged at step": [f"{_steps(m)} ({int(k)}/{int(n)})" for m, k, n in
+                                   zip(c.converged_at_mean, c.converged_seeds, c.seeds, strict=True)],
+        "max |bootstrap err| before": pm("max_gap_before", digits=2),
+        "mean |bootstrap err| before": pm("mean_gap_before", digits=2),
+        "bootstrap err at convergence": pm("gap_at_convergence", digits=2, sign=True),
+        "bootstrap err, last step": pm("gap_final", digits=2, sign=True),
+        "Real test soft err, last": pm("real_final", digits=2),
+        "Ideal test soft err, last": pm("ideal_final", digits=2),
+        f"Ideal steps to {a.target:.0%}": pm("ideal_steps_to_target", scale=1, digits=0, unit=""),
+    })
+    cut = a.pairs.dropna(subset=["stopped_early_at"])
+    if len(cut):  # early_stop: where each configuration's Real World curves were cut
+        steps = cut.groupby("configuration").stopped_early_at.apply(lambda s: ", ".join(f"{v:,.0f}" for v in s))
+        table.insert(3, "Real stopped early at", [steps.get(k, "—") for k in c.configuration])
+    return table
+
+
+def summary(a: Analysis, out: Path) -> list[Block]:
+    if not len(a.pairs):
+        return []
+    return [Block("h2", "Summary by configuration"), Block("table", summary_table(a)),
+            Block("p", "Errors are test soft errors (1 − softmax probability of the true class), mean ± std "
+                       "over seeds; the bootstrap error is Real minus Ideal at the same step. Converged: "
+                       f"first evaluation with Real World train 0/1 error < {a.threshold:.0%} (seeds that "
+                       "converged in brackets). Max and mean |bootstrap error| are taken over the "
+                       "evaluations up to convergence (all of them when the Real World did not "
+                       "converge); the mean starts where learning has begun (the Ideal World's test "
+                       "error 10% below its first value), since both worlds agree trivially before.")]
+
+
+def plot_section(a: Analysis, out: Path) -> list[Block]:
+    if not len(a.pairs):
+        return []
+    curves = a.study.curves
+    blocks = [Block("h2", "Plots")]
+    axis = X_AXES[a.x]
+    for i, path in enumerate(plots.plot_curves(a.pairs, curves, out, x=axis)):
+        blocks.append(Block("image", path, f"(a{'' if i == 0 else i + 1}) Test soft error of both worlds and the "
+                                           f"Real World's train soft error against {axis.noun} (the paper's Figure 1 "
+                                           "has steps)."))
+    blocks.append(Block("image", plots.plot_scatter(a.pairs, curves, out),
+                        "(b) Real against Ideal World test soft error at every evaluation step of every pair."))
+    panels = [("gap_at_convergence_mean", "bootstrap error at convergence", "{:+.3f}"),
+              ("ideal_steps_to_target_mean", f"Ideal World steps to {a.target:.0%} test soft err", "{:,.0f}"),
+              ("real_final_mean", "Real World final test soft error", "{:.3f}")]
+    blocks.append(Block("image", plots.plot_heatmaps(a.configs, a.keys, out, panels),
+                        "(c) Per configuration, mean over seeds. Bootstrap error at the Real World's convergence "
+                        "step (at the last step where it did not converge)."))
+    budget = axis.budget.format(a.speed_step)
+    blocks.append(Block("image", plots.plot_speed(a.configs, out, budget),
+                        f"(d) Optimization speed (Ideal World test soft error at {budget}) against "
+                        "generalization (Real World test soft error at the last step); error bars: std over seeds."))
+    return blocks
+
+
+def predictor_band(a: Analysis) -> float:
+    """The ± band of plot (e): the study's ideal_predicts_real claim's, else DEFAULT_BAND."""
+    for c in a.study.manifest.get("claims") or []:
+        if c.get("kind") == "ideal_predicts_real" and "band" in c:
+            return float(c["band"])
+    return DEFAULT_BAND
+
+
+def predictor(a: Analysis, out: Path) -> list[Block]:
+    """Plot (e) and a sentence: how well the Ideal World at the Real World's convergence step predicts
+    the Real World's final error, over the configurations (from 3 on)."""
+    if not len(a.pairs):
+        return []
+    band = predictor_band(a)
+    score = score_predictor(a.configs, band)
+    if score is None:
+        return []
+    return [Block("h2", "The Deep Bootstrap predictor"),
+            Block("p", "Predictor: the Real World's final test soft error ≈ the Ideal World's test soft error at the "
+                       f"step where the Real World converged (the paper's Figure 2); {score.sentence()}. Hollow "
+                       "markers: configurations whose Real World did not converge in every seed (predicted from the "
+                       "last step)."),
+            Block("image", plots.plot_predictor(a.configs, out, band, score),
+                  f"(e) One point per configuration, mean ± std over seeds; y = x and a ±{_pct(band)} band.")]
+
+
+def model_size(a: Analysis, out: Path) -> list[Block]:
+    groups = size_groups(a) if len(a.pairs) else []
+    if not groups:
+        return []
+    t = pd.concat([g.table for g in groups])
+    table = pd.DataFrame({
+        "configuration": t.configuration, "parameters": [f"{p:,.0f}" for p in t.num_parameters_mean],
+        "Real train err, last": _pm(t, "real_final_train_error", digits=2),
+        **{name: _pm(t, col, digits=2, sign=col.startswith("gap"))
+           for col, name in (("real_final_error", "Real test 0/1 err"), ("ideal_final_error", "Ideal test 0/1 err"),
+                             ("gap_final_error", "bootstrap 0/1 err"), ("real_final", "Real test soft err"),
+                             ("ideal_final", "Ideal test soft err"))}})
+    return [Block("h2", "Model size"), Block("list", narrate.size_sentences(a, groups)), Block("table", table),
+            Block("image", plots.plot_model_size(t, out, {g.name: g.threshold for g in groups}),
+                  "(f) Final errors against width, mean ± std over seeds. Dotted: the interpolation threshold.")]
+
+
+def weight_movement(a: Analysis, out: Path) -> list[Block]:
+    """Plot (g), for runs that logged the relative weight movement, with a table of its final values."""
+    c = a.configs
+    if not len(a.pairs) or "real_weight_movement_mean" not in c or c.real_weight_movement_mean.isna().all():
+        return []
+    fmt = lambda m, s, k: "—" if m != m else (f"{m:.3g} ± {s:.2g}" if k > 1 else f"{m:.3g}")  # noqa: E731
+    table = pd.DataFrame({"configuration": c.configuration, "seeds": c.seeds.astype(int), **{
+        f"{world} |w − w₀| / |w₀|, last": [fmt(m, s, k) for m, s, k in
+                                          zip(c[f"{world.lower()}_weight_movement_mean"],
+                                              c[f"{world.lower()}_weight_movement_std"], c.seeds, strict=True)]
+        for world in ("Real", "Ideal")}})
+    return [Block("h2", "Weight movement"), Block("table", table),
+            Block("image", plots.plot_weight_movement(a.pairs, a.study.curves, out, X_AXES[a.x]),
+                  "(g) Relative weight movement |w − w₀| / |w₀| of the trainable parameters from their initial values "
+                  "(small: lazy training, the network stays near its linearization; large: features are learned).")]
+
+
+def ideal_scaling(a: Analysis, out: Path) -> list[Block]:
+    fits = a.fits
+    if not len(a.pairs) or not len(fits):
+        return []
+    table = pd.DataFrame({
+        "Ideal World configuration": fits.configuration, "seeds": fits.seeds,
+        "exponent α (err ∝ samples^−α)": [f"{e:.3f} ± {s:.3f}" for e, s in zip(fits.exponent, fits.exponent_se, strict=True)],
+        "prefactor": [f"{p:.3g}" for p in fits.prefactor], "R²": [f"{r:.3f}" for r in fits.r2],
+        "points": fits.points, "samples fitted": [f"{lo:,.0f} – {hi:,.0f}" for lo, hi in
+                                                  zip(fits.samples_from, fits.samples_to, strict=True)]})
+    return [Block("h2", "Scaling of the Ideal World"), Block("table", table),
+            Block("p", "Least-squares fit of log(test soft error) against log(samples seen) over the last "
+                       "two decades of samples, all seeds pooled; ± is the standard error of the exponent.")]
+
+
+def nothing_to_compare(a: Analysis, out: Path) -> list[Block]:
+    if len(a.pairs):
+        return []
+    return [Block("p", "No Real/Ideal pair has logged rows yet, so there is nothing to compare; the trial "
+                       "table below shows what exists.")]
+
+
+def _trials_table(a: Analysis) -> pd.DataFrame:
+    t = a.study.trials
+    cols = {"trial": t.trial, "world": t.world, "status": t.status,
+            "steps done": [_steps(v) for v in t.steps_done.astype(float)]}
+    for key, name in ((final_name(TEST_SOFT), "test soft err"), (final_name(TRAIN_ERR), "train err")):
+        if key in t:
+            cols[name] = [_pct(v) for v in t[key].astype(float)]
+    return pd.DataFrame(cols)
+
+
+def _problems(a: Analysis) -> list[str]:
+    study, t = a.study, a.study.trials
+    items = [f"missing (expected by the sweep file, never started): {', '.join(study.missing)}"] if study.missing else []
+    for status in ("running", "interrupted", "failed", "diverged"):
+        for r in t[t.status == status].itertuples():
+            extra = ""
+            if status == "diverged":
+                extra = f" at step {int(r.diverged_at_step):,} ({r.diverged_reason}); rows up to there are kept"
+            elif status == "failed" and isinstance(r.error, str):
+                extra = f": {r.error.splitlines()[0][:200]}"
+            elif status == "running":
+                extra = " (no summary.json yet: still running, or its process was killed; `--resume` finishes it)"
+            items.append(f"{r.trial}: {status}{extra}")
+    return items
+
+
+def trials(a: Analysis, out: Path) -> list[Block]:
+    return [Block("h2", "Trials"), Block("table", _trials_table(a)),
+            Block("h2", "Missing, running, failed or diverged trials"),
+            Block("list", _problems(a) or ["none: every trial completed"])]
+
+
+def provenance(a: Analysis, out: Path) -> list[Block]:
+    study, blocks = a.study, []
+    if study.manifest.get("text"):
+        m = study.manifest
+        how = f"{m.get('file', '?')}" + (" (smoke variant)" if m.get("smoke") else "") + \
+            (f", overrides: {' '.join(m['overrides'])}" if m.get("overrides") else "")
+        blocks += [Block("h2", "Sweep file"), Block("p", how), Block("code", m["text"], "yaml")]
+    prov = study.provenance
+    if prov:
+        versions = ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items())
+        blocks += [Block("h2", "Provenance"),
+                   Block("list", [f"git commit: {prov.get('git_commit', 'unknown')}", f"versions: {versions}",
+                                  f"host: {prov.get('host', '?')}", f"command: {prov.get('argv', '?')}"])]
+    blocks.append(Block("p", "Tables beside this report: curves.parquet/.csv (one row per trial and evaluation "
+                             "step, with the config values), trials.parquet/.csv, pairs.csv, configurations.csv, "
+                             "power_laws.csv."))
+    return blocks
+
+
+SECTIONS = [header, findings, claims, summary, plot_section, predictor, model_size, weight_movement, ideal_scaling,
+            nothing_to_compare, trials, provenance]
