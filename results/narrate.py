@@ -19,7 +19,7 @@ def intro(a: Analysis) -> str:
             f"{len(a.pairs)} Real World trials have an Ideal World twin (same configuration and seed).")
     if len(a.pairs):
         text += (f" Optimization speed is the number of steps the Ideal World needs to reach a test soft error "
-                 f"of {a.target:.0%}; plot (d) compares the worlds at {X_AXES[a.x].budget.format(a.speed_step)}.")
+                 f"of {a.target:.0%}; plot (d) compares the worlds at {X_AXES[a.x].budget.format(a.budget)}.")
     return text
 
 

@@ -236,14 +236,14 @@ def plot_speed(configs: pd.DataFrame, out_dir: Path, budget: str) -> Path:
     a configuration whose Ideal World curve does not cover it has no point and says so in the legend."""
     fig, ax = plt.subplots(figsize=(8.6, 5.4), constrained_layout=True)
     for r, (marker, colour, wrapped) in zip(configs.itertuples(), _family_styles(configs), strict=True):
-        reached = r.ideal_at_step_mean == r.ideal_at_step_mean  # not NaN
+        reached = r.ideal_at_budget_mean == r.ideal_at_budget_mean  # not NaN
         missing = "" if reached else "  (no point: its Ideal World curve misses this budget)"
-        ax.errorbar(r.ideal_at_step_mean, r.real_final_mean, xerr=r.ideal_at_step_std, yerr=r.real_final_std,
+        ax.errorbar(r.ideal_at_budget_mean, r.real_final_mean, xerr=r.ideal_at_budget_std, yerr=r.real_final_std,
                     fmt=marker, color=colour, label=r.configuration + missing, capsize=2, ms=7,
                     mfc="none" if wrapped else None)
-    shown = configs.dropna(subset=["ideal_at_step_mean"])
+    shown = configs.dropna(subset=["ideal_at_budget_mean"])
     shown = shown if len(shown) else configs
-    ends = [shown[f"{c}_mean"] + sign * shown[f"{c}_std"] for c in ("ideal_at_step", "real_final")
+    ends = [shown[f"{c}_mean"] + sign * shown[f"{c}_std"] for c in ("ideal_at_budget", "real_final")
             for sign in (-1, 1)]
     lo, hi = np.nanmin([e.min() for e in ends]), np.nanmax([e.max() for e in ends])  # error bars included
     pad = 0.1 * (hi - lo) + 0.01

@@ -39,15 +39,16 @@ def _write_csv(path: Path, df: pd.DataFrame) -> Path:
     return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
-def build_report(study_dir: str | Path, *, target: float | None = None, speed_step: float | None = None,
+def build_report(study_dir: str | Path, *, target: float | None = None, budget: float | None = None,
                  threshold: float = CONVERGED_BELOW, out_dir: str | Path | None = None, x: str = "steps") -> Report:
     """Write the report of runs/<study>/ (see the module docstring). `x`: the x-axis of plots (a)
-    and (d), a key of X_AXES; `speed_step`: plot (d)'s budget in that unit."""
+    and (d), a key of X_AXES; `budget`: plot (d)'s budget in that unit
+    (a step, a sample count, FLOPs or seconds; the CLI's --budget, alias --speed-step)."""
     study = load_study(study_dir)
     out = Path(out_dir) if out_dir else study.path / "report"
     out.mkdir(parents=True, exist_ok=True)
     write_tables(study, out)
-    a = analyse(study, target, speed_step, threshold, x)
+    a = analyse(study, target, budget, threshold, x)
     if len(a.pairs):
         for name, df in (("pairs", a.pairs), ("configurations", a.configs), ("power_laws", a.fits)):
             _write_csv(out / f"{name}.csv", df)

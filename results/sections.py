@@ -96,7 +96,7 @@ def plot_section(a: Analysis, out: Path) -> list[Block]:
     blocks.append(Block("image", plots.plot_heatmaps(a.configs, a.keys, out, panels),
                         "(c) Per configuration, mean over seeds. Bootstrap error at the Real World's convergence "
                         "step (at the last step where it did not converge)."))
-    budget = axis.budget.format(a.speed_step)
+    budget = axis.budget.format(a.budget)
     blocks.append(Block("image", plots.plot_speed(a.configs, out, budget),
                         f"(d) Optimization speed (Ideal World test soft error at {budget}) against "
                         "generalization (Real World test soft error at the last step); error bars: std over seeds."))

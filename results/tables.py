@@ -28,7 +28,7 @@ from twoworlds.results.analysis import (
 from twoworlds.results.claims import Peak, Verdict, check_claims, find_peak
 
 _PAIR_COLUMNS = ["converged_at", "max_gap_before", "mean_gap_before", "gap_at_convergence", "gap_final", "real_final", "ideal_final",
-                 "ideal_steps_to_target", "ideal_at_step", "ideal_at_convergence", "real_final_error", "ideal_final_error",
+                 "ideal_steps_to_target", "ideal_at_budget", "ideal_at_convergence", "real_final_error", "ideal_final_error",
                  "gap_final_error", "real_final_train_error", "real_weight_movement", "ideal_weight_movement",
                  "num_parameters"]
 
@@ -41,7 +41,7 @@ class Analysis:
     configs: pd.DataFrame  # one row per configuration: seed means and stds of the pair columns
     fits: pd.DataFrame  # power laws of Ideal World test soft error against samples seen
     target: float  # Ideal World test soft error whose first crossing measures optimization speed
-    speed_step: float  # the fixed budget of plot (d), in the unit of `x` (a step, samples, FLOPs, seconds)
+    budget: float  # plot (d)'s fixed budget, in the unit of `x`: a step, a sample count, FLOPs or seconds
     threshold: float = CONVERGED_BELOW
     x: str = "steps"  # a key of X_AXES: the x-axis of plots (a) and (d)
     steps: int = 0  # the largest step any trial reached (the budget of the sentences)
@@ -54,7 +54,7 @@ def _default_target(ideal_final: pd.Series) -> float:
     return math.ceil(ideal_final.max() * 100 - 1e-9) / 100 if len(ideal_final) else float("nan")
 
 
-def _default_speed_step(pairs: pd.DataFrame, curves: pd.DataFrame) -> int:
+def _default_step_budget(pairs: pd.DataFrame, curves: pd.DataFrame) -> int:
     """The median step at which the Real Worlds converged, snapped to an evaluation step (the last
     step when none converged): where the paper compares the two worlds."""
     steps = np.sort(curves.step.unique())
@@ -64,7 +64,7 @@ def _default_speed_step(pairs: pd.DataFrame, curves: pd.DataFrame) -> int:
     return int(steps[np.abs(np.log(steps.clip(1)) - math.log(max(1.0, conv.median()))).argmin()])
 
 
-def _default_budget(pairs: pd.DataFrame, curves: pd.DataFrame, column: str) -> float:
+def _default_budget_in(pairs: pd.DataFrame, curves: pd.DataFrame, column: str) -> float:
     """Plot (d)'s budget in samples, FLOPs or seconds: the median of the Real Worlds' `column` at
     their convergence (the last Ideal World evaluation reached by all when none converged), moved
     into the range every Ideal World curve covers, when there is one. Models whose costs differ a
@@ -91,9 +91,9 @@ def _check_x(pairs: pd.DataFrame, curves: pd.DataFrame, x: str) -> str:
     return column
 
 
-def analyse(study: Study, target: float | None = None, speed_step: float | None = None,
+def analyse(study: Study, target: float | None = None, budget: float | None = None,
             threshold: float = CONVERGED_BELOW, x: str = "steps") -> Analysis:
-    """`speed_step`: plot (d)'s budget in the unit of `x` (default: where the Real Worlds converge)."""
+    """`budget`: plot (d)'s budget in the unit of `x` (default: where the Real Worlds converge)."""
     keys = compared_keys(study.trials, study.varying)
     pairs = pair_table(study.trials, study.curves, study.varying, threshold)
     curves = study.curves
@@ -107,12 +107,12 @@ def analyse(study: Study, target: float | None = None, speed_step: float | None 
     column = _check_x(pairs, curves, x)
     ideal_curves = {t: c.sort_values("step") for t, c in curves[curves.trial.isin(pairs.ideal)].groupby("trial")}
     target = _default_target(pairs.groupby("configuration").ideal_final.mean()) if target is None else target
-    if speed_step is None:
-        speed_step = _default_speed_step(pairs, curves) if x == "steps" else _default_budget(pairs, curves, column)
+    if budget is None:
+        budget = _default_step_budget(pairs, curves) if x == "steps" else _default_budget_in(pairs, curves, column)
     pairs["ideal_steps_to_target"] = [steps_to_target(ideal_curves[t].step, ideal_curves[t][TEST_SOFT], target)
                                       for t in pairs.ideal]
     pairs["ideal_steps_to_target"] = pairs.ideal_steps_to_target.astype(float)
-    pairs["ideal_at_step"] = [value_at(ideal_curves[t][column], ideal_curves[t][TEST_SOFT], speed_step)
+    pairs["ideal_at_budget"] = [value_at(ideal_curves[t][column], ideal_curves[t][TEST_SOFT], budget)
                               for t in pairs.ideal]
     configs = mean_std(pairs, ["configuration", *keys], _PAIR_COLUMNS)
     configs["converged_seeds"] = pairs.groupby("configuration").converged_at.count().reindex(configs.configuration).values
@@ -120,7 +120,7 @@ def analyse(study: Study, target: float | None = None, speed_step: float | None 
     configs = configs.set_index("configuration").loc[order].join(_averaged_curve_stats(pairs, curves, threshold))
     configs = configs.reset_index()
     verdicts = check_claims(study.manifest.get("claims") or [], trials, configs, keys)
-    return Analysis(study, keys, pairs, configs, _fits(study, keys), target, speed_step, threshold, x, steps, verdicts)
+    return Analysis(study, keys, pairs, configs, _fits(study, keys), target, budget, threshold, x, steps, verdicts)
 
 
 def _averaged_curve_stats(pairs: pd.DataFrame, curves: pd.DataFrame, threshold: float) -> pd.DataFrame:

@@ -236,14 +236,14 @@ def test_report_puts_samples_flops_or_wall_time_on_the_x_axis(study, tmp_path):
     flops = s.curves.merge(s.trials[["trial", "flops_per_sample"]], on="trial")
     assert (flops.train_flops == flops.samples_seen * flops.flops_per_sample).all() and (flops.train_flops > 0).all()
     for x, column in (("flops", "train_flops"), ("time", "wall_time"), ("samples", "samples_seen")):
-        a = analyse(s, x=x, speed_step=None if x != "time" else 1.0)
+        a = analyse(s, x=x, budget=None if x != "time" else 1.0)
         for p in a.pairs.itertuples():  # plot (d): the Ideal World's error at the budget, in x's unit
             ideal = s.curves[s.curves.trial == p.ideal].sort_values("step")
-            assert p.ideal_at_step == pytest.approx(value_at(ideal[column], ideal[TEST_SOFT], a.speed_step), nan_ok=True)
+            assert p.ideal_at_budget == pytest.approx(value_at(ideal[column], ideal[TEST_SOFT], a.budget), nan_ok=True)
     assert main(["report", str(study_dir), "--x", "flops"]) == 0
     md = (study_dir / "report" / "report.md").read_text()
     assert "against training FLOPs" in md and re.search(r"Ideal World test soft error at [\d.e+]+ training FLOPs", md)
-    out = build_report(study_dir, x="time", speed_step=1.0, out_dir=tmp_path).index.parent
+    out = build_report(study_dir, x="time", budget=1.0, out_dir=tmp_path).index.parent
     assert "at 1.0 s of wall time" in (out / "report.md").read_text()
     for stem in ("a_curves", "d_speed_vs_generalization"):
         assert (out / f"{stem}.png").stat().st_size > 10_000
