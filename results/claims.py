@@ -58,6 +58,7 @@ from twoworlds.lightning_modules.metrics import (
 )
 from twoworlds.lightning_modules.registry import Registry
 from twoworlds.results.analysis import label
+from twoworlds.results.analysis import same as _same
 from twoworlds.results.claim_spec import (
     CLAIM_KINDS,
     METRICS,
@@ -67,6 +68,7 @@ from twoworlds.results.claim_spec import (
     validate_claims,
 )
 from twoworlds.results.formats import pct as _pct
+from twoworlds.results.worlds import COUNTS, kind_of
 
 __all__ = ["METRICS", "ClaimError", "Verdict", "check_claims", "validate_claims"]
 _CHECKS = Registry("claim kind")  # the check of each kind of claim_spec.CLAIM_KINDS
@@ -75,11 +77,11 @@ _CHECKS = Registry("claim kind")  # the check of each kind of claim_spec.CLAIM_K
 class Verdict:
     claim: str  # the claim in words
     evidence: str  # the numbers behind it
-    holds: bool | None  # None: could not be checked on this run (missing trials or data)
+    holds: bool | None  # None: not checkable on this run (missing trials, pairs or values; the evidence says which)
 
     @property
     def word(self) -> str:
-        return {True: "holds", False: "FAILS", None: "not checked"}[self.holds]
+        return {True: "holds", False: "FAILS", None: "not checkable"}[self.holds]
 
 
 def _select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
@@ -89,14 +91,6 @@ def _select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
         if k in df:
             df = df[[_same(x, v) for x in df[k]]]
     return df
-
-
-def _same(a, b) -> bool:
-    """256 == 256.0 == '256'; otherwise compared as text (True == 'True', 'none' == 'none')."""
-    try:
-        return float(a) == float(b)
-    except (TypeError, ValueError):
-        return str(a) == str(b)
 
 
 def _num(metric: str, v: float) -> str:
@@ -118,21 +112,39 @@ def _by_key(g: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def _metric(configs: pd.DataFrame, metric: str, steps: int) -> pd.Series:
+    """The claim's metric per configuration. The convergence step counts a seed that never converged as
+    its step budget (converged_or_budget), so a mean over seeds is never one over the converged ones only."""
+    if metric == "converged_at" and "converged_or_budget_mean" in configs:
+        return configs.converged_or_budget_mean.astype(float)
     values = configs[f"{metric}_mean"].astype(float)
     return values.fillna(steps) if metric == "converged_at" else values
 
 
-def check_claims(claims: list[dict], trials: pd.DataFrame, configs: pd.DataFrame, keys: list[str]) -> list[Verdict]:
+def check_claims(claims: list[dict], trials: pd.DataFrame, configs: pd.DataFrame, keys: list[str],
+                 name=label) -> list[Verdict]:
+    """Each claim checked on the configurations table (tables.configurations). `name(values)` labels a group of
+    configurations by the values of its keys (worlds.Worlds.label: the same words as the report's labels)."""
     steps = int(trials.steps.max()) if "steps" in trials and trials.steps.notna().any() else 0
     out = []
     for c in claims:
         text = c.get("claim") or c["kind"].replace("_", " ")
         try:
-            evidence, holds = _CHECKS[c["kind"]](c, trials, configs, keys, steps)
+            evidence, holds = _CHECKS[c["kind"]](c, _Data(trials, configs, keys, steps, name))
         except _NotCheckable as e:
             evidence, holds = str(e), None
         out.append(Verdict(text, evidence, holds))
     return out
+
+
+@dataclass
+class _Data:
+    """What a check reads: the study's trials, its configurations and their keys."""
+
+    trials: pd.DataFrame
+    configs: pd.DataFrame
+    keys: list[str]
+    steps: int  # the largest step budget (a Real World run that never converged counts as converging there)
+    name: object  # labels a group of configurations by its values of `keys`
 
 
 class _NotCheckable(Exception):
@@ -145,25 +157,56 @@ def _need(df: pd.DataFrame, what: str) -> pd.DataFrame:
     return df
 
 
+def _on(sel: pd.DataFrame, metric: str, what: str = "") -> tuple[pd.DataFrame, str]:
+    """The selected configurations `metric` is taken on, and a note naming those left out. A one-world metric
+    is taken on every configuration with trials of that world (the others are not part of that world); a
+    pair metric needs a Real/Ideal pair in every selected configuration, else the claim is not checkable."""
+    kind = kind_of(metric)
+    count = COUNTS[kind]
+    lacking = sel[sel[count] == 0] if count in sel else sel.iloc[:0]
+    if not len(lacking):
+        return sel, ""
+    names = ", ".join(lacking.configuration)
+    if len(lacking) == len(sel) and kind != "pair":
+        raise _NotCheckable(f"no {kind.capitalize()} World trials among the claim's configurations")
+    if kind == "pair":
+        raise _NotCheckable(f"{what or METRICS[metric]} is measured on Real/Ideal pairs, and {names} "
+                            f"{'has' if len(lacking) == 1 else 'have'} none (run the twins, or leave "
+                            f"{'it' if len(lacking) == 1 else 'them'} out with the claim's `where`)")
+    return sel[sel[count] > 0], f"; without {kind.capitalize()} World trials, so not part of it: {names}"
+
+
+def _refuse_missing(names, values, what: str) -> None:
+    """A value the claim needs that the runs did not give (a diverged seed, a curve that never started to
+    learn): the claim is not checkable there, never passed over it."""
+    missing = [n for n, v in zip(names, values, strict=True) if v != v]
+    if missing:
+        raise _NotCheckable(f"no value of {what} for {', '.join(missing)}")
+
+
 @_CHECKS.register("gap_before_convergence")
-def _gap(c, trials, configs, keys, steps):
-    sel = _need(_select(configs, c.get("where")), "Real/Ideal pairs")
+def _gap(c, d: _Data):
+    sel, _ = _on(_need(_select(d.configs, c.get("where")), "configurations"), "max_gap_before", "the bootstrap error")
     stat, curves = c.get("statistic", "max"), c.get("curves", "seeds")
     column = f"curve_{stat}_gap_before" if curves == "averaged" else f"{stat}_gap_before_mean"
     values = sel[column]
-    parts = ", ".join(f"{_pct(v)} ({name})" for name, v in zip(sel.configuration, values, strict=True))
     what = f"{stat} |bootstrap error| before convergence" + (
         " of the seed-averaged curves" if curves == "averaged" else " (per seed, mean over seeds)")
+    _refuse_missing(sel.configuration, values, f"the {what}")
+    parts = ", ".join(f"{_pct(v)} ({name})" for name, v in zip(sel.configuration, values, strict=True))
     other = "" if stat == "max" else "; for reference, the max per seed: " + ", ".join(
         _pct(v) for v in sel.max_gap_before_mean)
     return f"{what}: {parts}; bound {_pct(c['max'])}{other}", bool(values.max() <= c["max"])
 
 
 @_CHECKS.register("memorizes_at_chance")
-def _memorizes(c, trials, configs, keys, steps):
-    real = _need(_select(trials[trials.world == "real"], c.get("where")), "matching Real World trials")
-    train = real[final_name(TRAIN_ERROR)].astype(float)
-    test = real[final_name(TEST_ERROR)].astype(float)
+def _memorizes(c, d: _Data):
+    real = _need(_select(d.trials[d.trials.world == "real"], c.get("where")), "matching Real World trials")
+    columns = [final_name(TRAIN_ERROR), final_name(TEST_ERROR)]
+    finals = real.reindex(columns=columns).astype(float)
+    names = real.trial if "trial" in real else real.index.astype(str)
+    _refuse_missing(names, finals.sum(axis=1, skipna=False), "the final train and test error (summary.json)")
+    train, test = finals[columns[0]], finals[columns[1]]
     classes = real.num_classes.dropna() if "num_classes" in real else pd.Series(dtype=float)
     chance = f" (chance {_pct(1 - 1 / classes.iloc[0])})" if len(classes) else ""
     evidence = (f"train error {_pct(train.max())} at most (bound {_pct(c['train_error_max'])}), test error "
@@ -171,39 +214,44 @@ def _memorizes(c, trials, configs, keys, steps):
     return evidence, bool(train.max() <= c["train_error_max"] and test.min() >= c["test_error_min"])
 
 
-def _groups(c, configs, keys, steps):
+def _groups(c, d: _Data) -> tuple[list[tuple[str, dict, pd.DataFrame]], str]:
     """(label, values of the other keys, rows) for each group of matching configurations that differ
-    only in the claim's `key`; the rows carry the claim's metric as `_m`."""
+    only in the claim's `key`, the rows carrying the claim's metric as `_m`; and _on's note."""
     key = c["key"]
-    if key not in configs:
+    if key not in d.configs:
         raise _NotCheckable(f"'{key}' does not vary in this study")
-    sel = _select(configs, c.get("where")).assign(_m=lambda d: _metric(d, c["metric"], steps))
-    others = [k for k in keys if k != key]
+    sel, note = _on(_select(d.configs, c.get("where")), c["metric"])
+    sel = sel.assign(_m=lambda t: _metric(t, c["metric"], d.steps))
+    others = [k for k in d.keys if k != key]
     if not others:
-        yield "all", {}, sel
-        return
-    for name, g in sel.groupby(others, sort=False):
-        values = dict(zip(others, name if isinstance(name, tuple) else (name,), strict=True))
-        yield label(values), values, g
-
-
-def _changes(c, configs, keys, steps) -> list[tuple[str, dict, float, float]]:
-    """(group label, the group's values of the other keys, metric at `from`, metric at `to`) for each
-    group of configurations that differ only in `key`."""
+        return [("all", {}, sel)], note
     out = []
-    for name, values, g in _groups(c, configs, keys, steps):
+    for name, g in sel.groupby(others, sort=False, dropna=False):
+        values = dict(zip(others, name if isinstance(name, tuple) else (name,), strict=True))
+        out.append((d.name(values), values, g))
+    return out, note
+
+
+def _changes(c, d: _Data) -> tuple[list[tuple[str, dict, float, float]], str]:
+    """(group label, the group's values of the other keys, metric at `from`, metric at `to`) for each
+    group of configurations that differ only in `key`; and _on's note."""
+    out = []
+    groups, note = _groups(c, d)
+    for name, values, g in groups:
         a = g[[_same(x, c["from"]) for x in g[c["key"]]]]
         b = g[[_same(x, c["to"]) for x in g[c["key"]]]]
         if len(a) and len(b):
             out.append((name, values, float(a._m.iloc[0]), float(b._m.iloc[0])))
+            _refuse_missing([f"{name} {c['key']}={c['from']}", f"{name} {c['key']}={c['to']}"], out[-1][2:],
+                            METRICS[c["metric"]])
     if not out:
         raise _NotCheckable(f"no configurations with both {c['key']}={c['from']} and {c['key']}={c['to']}")
-    return out
+    return out, note
 
 
 @_CHECKS.register("effect")
-def _effect(c, trials, configs, keys, steps):
-    changes = _changes(c, configs, keys, steps)
+def _effect(c, d: _Data):
+    changes, note = _changes(c, d)
     m = c["metric"]
     ok, parts = True, []
     for name, _, a, b in changes:
@@ -215,35 +263,39 @@ def _effect(c, trials, configs, keys, steps):
         if "min_ratio" in c:
             ok &= b >= a * c["min_ratio"]
     bounds = ", ".join(f"{k.replace('_', ' ')} {c[k]}" for k in ("max_change", "min_change", "min_ratio") if k in c)
-    return f"{METRICS[m]} with {c['key']} {c['from']} → {c['to']}: " + "; ".join(parts) + f" ({bounds})", bool(ok)
+    return f"{METRICS[m]} with {c['key']} {c['from']} → {c['to']}: " + "; ".join(parts) + f" ({bounds}){note}", bool(ok)
 
 
 @_CHECKS.register("larger_effect")
-def _larger_effect(c, trials, configs, keys, steps):
+def _larger_effect(c, d: _Data):
     group = c["group"]
     changes = {}
-    for _, values, a, b in _changes(c, configs, keys, steps):
+    found, note = _changes(c, d)
+    for _, values, a, b in found:
         changes.setdefault(str(values.get(group)), []).append(b - a)
     if str(c["larger"]) not in changes or str(c["smaller"]) not in changes:
         raise _NotCheckable(f"need configurations of both {group}={c['larger']} and {group}={c['smaller']}")
     big, small = (sum(changes[str(v)]) / len(changes[str(v)]) for v in (c["larger"], c["smaller"]))
     m = c["metric"]
     return (f"{METRICS[m]} change with {c['key']} {c['from']} → {c['to']}: {c['larger']} {_delta(m, big)}, "
-            f"{c['smaller']} {_delta(m, small)}"), bool(big > small)
+            f"{c['smaller']} {_delta(m, small)}{note}"), bool(big > small)
 
 
 @_CHECKS.register("monotone")
-def _monotone(c, trials, configs, keys, steps):
+def _monotone(c, d: _Data):
     key, m = c["key"], c["metric"]
     sign = -1 if c.get("direction", "decreasing") == "decreasing" else 1
     tol = float(c.get("tolerance", 0.0))
     ok, parts = True, []
-    for name, _, g in _groups(c, configs, keys, steps):
+    groups, note = _groups(c, d)
+    for name, _, g in groups:
         g = _by_key(g, key)
         v = g._m.to_numpy()
+        if len(v) > 1:  # a group with one value compares nothing
+            _refuse_missing([f"{name} {key}={k}" for k in g[key]], v, METRICS[m])
         ok &= bool(all(sign * (v[i + 1] - v[i]) >= -tol for i in range(len(v) - 1)))
         parts.append(f"{name}: " + " → ".join(f"{_num(m, x)} ({key}={k})" for x, k in zip(v, g[key], strict=True)))
-    return f"{METRICS[m]}: " + "; ".join(parts) + f" (tolerance {_num(m, tol)})", ok
+    return f"{METRICS[m]}: " + "; ".join(parts) + f" (tolerance {_num(m, tol)}){note}", ok
 
 
 @dataclass
@@ -269,13 +321,15 @@ def find_peak(values) -> Peak | None:
 
 
 @_CHECKS.register("peak")
-def _peak(c, trials, configs, keys, steps):
+def _peak(c, d: _Data):
     key, m, absent = c["key"], c["metric"], bool(c.get("absent", False))
     margin = float(c.get("min_height", 0.0))
     ok, parts = True, []
-    for name, _, g in _groups(c, configs, keys, steps):
+    groups, note = _groups(c, d)
+    for name, _, g in groups:
         g = _by_key(g, key)
         v, k = g._m.to_numpy(), list(g[key])
+        _refuse_missing([f"{name} {key}={kk}" for kk in k], v, METRICS[m])
         curve = " → ".join(f"{_num(m, x)} ({key.split('.')[-1]}={kk})" for x, kk in zip(v, k, strict=True))
         p = find_peak(v)
         if p is None:
@@ -288,16 +342,16 @@ def _peak(c, trials, configs, keys, steps):
                  f"{_delta(m, v[p.at] - v[-1])} above {leaf}={k[-1]}")
         parts.append(f"{name}: {curve}; {where}")
     want = "no interior peak" if absent else "an interior peak"
-    return f"{METRICS[m]}: " + "; ".join(parts) + f" ({want} of at least {_delta(m, margin).lstrip('+')})", bool(ok)
+    return f"{METRICS[m]}: " + "; ".join(parts) + f" ({want} of at least {_delta(m, margin).lstrip('+')}){note}", bool(ok)
 
 
 def predictor_table(configs: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration: the predictor (Ideal World test soft error at the Real World's convergence
-    step) and the truth (Real World final test soft error), means over seeds, with their stds."""
-    cols = ["configuration", "ideal_at_convergence_mean", "ideal_at_convergence_std", "real_final_mean",
-            "real_final_std", "converged_seeds", "seeds"]
-    t = configs[[c for c in cols if c in configs]].dropna(subset=["ideal_at_convergence_mean", "real_final_mean"])
-    return t.rename(columns={"ideal_at_convergence_mean": "predicted", "real_final_mean": "truth"})
+    """Per configuration with pairs: the predictor (Ideal World test soft error at the Real World's
+    convergence step) and the truth (Real World final test soft error), means over the pairs, with their stds."""
+    cols = ["configuration", "ideal_at_convergence_mean", "ideal_at_convergence_std", "paired_real_final_mean",
+            "paired_real_final_std", "converged_seeds", "seeds"]
+    t = configs[[c for c in cols if c in configs]].dropna(subset=["ideal_at_convergence_mean", "paired_real_final_mean"])
+    return t.rename(columns={"ideal_at_convergence_mean": "predicted", "paired_real_final_mean": "truth"})
 
 
 @dataclass
@@ -328,8 +382,10 @@ def score_predictor(configs: pd.DataFrame, band: float = DEFAULT_BAND) -> Predic
 
 
 @_CHECKS.register("ideal_predicts_real")
-def _ideal_predicts_real(c, trials, configs, keys, steps):
-    sel = _select(configs, c.get("where"))
+def _ideal_predicts_real(c, d: _Data):
+    sel, _ = _on(_select(d.configs, c.get("where")), "ideal_at_convergence", "the predictor")
+    for column in ("ideal_at_convergence", "paired_real_final"):
+        _refuse_missing(sel.configuration, sel[f"{column}_mean"], "the predictor (or its truth)")
     score = score_predictor(sel, float(c.get("band", DEFAULT_BAND)))
     if score is None:
         raise _NotCheckable("the predictor needs at least 3 configurations with both worlds")
@@ -343,7 +399,8 @@ def _ideal_predicts_real(c, trials, configs, keys, steps):
     if "max_mean_abs_error" in c:
         ok &= score.mean_abs_error <= c["max_mean_abs_error"]
         bounds.append(f"mean absolute error ≤ {_pct(c['max_mean_abs_error'])}")
-    unconverged = sel.converged_seeds < sel.seeds if "converged_seeds" in sel else []
+    seeds = sel.real_seeds if "real_seeds" in sel else sel.get("seeds")
+    unconverged = sel.converged_seeds < seeds if "converged_seeds" in sel else []
     note = (f"; {int(sum(unconverged))} configurations did not converge in every seed (their predictor is taken "
             "at the last step)") if sum(unconverged) else ""
     return f"{score.sentence()}{note} ({', '.join(bounds) or 'no bound'})", bool(ok)

@@ -49,7 +49,7 @@ def build_report(study_dir: str | Path, *, target: float | None = None, budget: 
     out.mkdir(parents=True, exist_ok=True)
     write_tables(study, out)
     a = analyse(study, target, budget, threshold, x)
-    if len(a.pairs):
+    if len(a.configs):
         for name, df in (("pairs", a.pairs), ("configurations", a.configs), ("power_laws", a.fits)):
             _write_csv(out / f"{name}.csv", df)
     blocks = [block for section in SECTIONS for block in section(a, out)]

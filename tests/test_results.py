@@ -78,6 +78,11 @@ def test_mean_and_std_over_seeds():
     out = mean_std(df, ["cfg"], ["gap"]).set_index("cfg")
     assert out.loc["a", "gap_mean"] == pytest.approx(0.02) and out.loc["a", "gap_std"] == pytest.approx(math.sqrt(2e-4))
     assert list(out.seeds) == [2, 1] and out.loc["b", "gap_std"] == 0.0
+    # a seed without a value (diverged, target never reached) leaves its group without one, never the other
+    # seed's mean passed off as both; a step that never happened (convergence) averages the seeds it happened in
+    df = pd.DataFrame({"cfg": ["a", "a"], "gap": [0.01, float("nan")], "converged_at": [100.0, float("nan")]})
+    out = mean_std(df, ["cfg"], ["gap", "converged_at"]).set_index("cfg")
+    assert math.isnan(out.loc["a", "gap_mean"]) and out.loc["a", "converged_at_mean"] == 100.0
     assert fmt_pm(0.02, 0.014, 2) == "2.0% ± 1.4%" and fmt_pm(0.02, 0.0, 1, sign=True) == "+2.0%"
 
 
@@ -90,11 +95,13 @@ base: {source: teacher, steps: 40, batch_size: 16, data.test_size: 256, eval.poi
 grid: {model.name: [mlp, cnn]}
 zip: {world: [real, real, ideal], n: [64, 256, 64]}
 seeds: 2
-claims:
-  - {kind: gap_before_convergence, claim: both worlds agree, max: 0.5}
+claims:  # the one-off `blowup` run (optim.lr 1e6) has no twin: pair claims leave it out with `where`
+  - {kind: gap_before_convergence, claim: both worlds agree, max: 0.5, where: {optim.lr: 0.1}}
   - {kind: monotone, claim: more data never hurts much, key: n, metric: real_final, tolerance: 1.0}
-  - {kind: gap_before_convergence, claim: the averaged curves agree, statistic: mean, curves: averaged, max: 0.5}
-  - {kind: gap_before_convergence, claim: the worlds agree to 0.001%, max: 0.00001}
+  - {kind: gap_before_convergence, claim: the averaged curves agree, statistic: mean, curves: averaged, max: 0.5,
+     where: {model.name: mlp, optim.lr: 0.1}}
+  - {kind: gap_before_convergence, claim: the worlds agree to 0.001%, max: 0.00001, where: {optim.lr: 0.1}}
+  - {kind: gap_before_convergence, claim: every run agrees with its twin, max: 0.5}
 """
 
 
@@ -210,13 +217,16 @@ def test_claims_are_checked_and_report_check_exits_non_zero_when_one_fails(study
     from twoworlds.results.report import build_report
     study_dir, _ = study
     verdicts = build_report(study_dir).verdicts
-    assert [v.word for v in verdicts] == ["holds", "holds", "holds", "FAILS"]
+    assert [v.word for v in verdicts] == ["holds", "holds", "holds", "FAILS", "not checkable"]
     assert verdicts[2].evidence.startswith("mean |bootstrap error| before convergence of the seed-averaged curves: ")
     assert re.match(r"max \|bootstrap error\| before convergence \(per seed, mean over seeds\): [\d.]+% \(cnn n=64\), ",
                     verdicts[0].evidence)
     assert main(["report", str(study_dir), "--check"]) == 1
     out = capsys.readouterr()
-    assert "[claim]       FAILS: the worlds agree to 0.001%" in out.out and "1 of 4 claims did not hold" in out.err
+    assert "[claim]       FAILS: the worlds agree to 0.001%" in out.out and "2 of 5 claims did not hold" in out.err
+    # a pair claim over a configuration without pairs is not checkable, never passed, and says why
+    assert ("not checkable: every run agrees with its twin (the bootstrap error is measured on Real/Ideal pairs, "
+            "and mlp steps=400 lr=1000000.0 momentum=0.99 n=64 has none") in out.out
     manifest = study_dir / "sweep.json"
     doc = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**doc, "claims": doc["claims"][:3]}))
@@ -388,11 +398,11 @@ def test_peak_and_predictor_claims_on_constructed_tables():
     assert "17.00% (width=8)" in verdicts[0].evidence and "(an interior peak of at least 3.0 points)" in verdicts[0].evidence
     # the predictor: ranks agree exactly; |errors| 1, 1, 5, 1 points: 3 of 4 inside ±2, mean 2 points
     zoo = pd.DataFrame({"configuration": list("abcd"), "ideal_at_convergence_mean": [0.10, 0.20, 0.30, 0.40],
-                        "real_final_mean": [0.11, 0.19, 0.35, 0.41], "converged_seeds": [2, 2, 2, 1], "seeds": [2] * 4})
+                        "paired_real_final_mean": [0.11, 0.19, 0.35, 0.41], "converged_seeds": [2, 2, 2, 1], "seeds": [2] * 4})
     score = score_predictor(zoo, band=0.02)
     assert (score.configurations, score.inside, score.rank_correlation) == (4, 3, pytest.approx(1.0))
     assert score.mean_abs_error == pytest.approx(0.02)
-    swapped = zoo.assign(real_final_mean=[0.11, 0.19, 0.41, 0.35])  # one swapped pair: rho = 1 - 6*2/60 = 0.8
+    swapped = zoo.assign(paired_real_final_mean=[0.11, 0.19, 0.41, 0.35])  # one swapped pair: rho = 1 - 6*2/60 = 0.8
     assert score_predictor(swapped).rank_correlation == pytest.approx(0.8)
     predicts = {"kind": "ideal_predicts_real", "band": 0.02}
     verdicts = check_claims([{**predicts, "min_rank_correlation": 0.8, "min_inside": 0.75},
