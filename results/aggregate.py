@@ -28,14 +28,17 @@ from twoworlds.results.records import (
     read_rows,
 )
 
+from twoworlds.errors import UserError
+
 # Trial-level columns kept from summary.json.
 _SUMMARY_KEYS = ("status", "pair_key", "steps_done", "samples_seen", "distinct_samples_seen", "num_parameters", "num_classes",
                  "flops_per_sample", "wall_time", "error", "diverged_at_step", "diverged_reason", "resumed_from_step",
                  "stopped_early_at", "config_hash")
 
 
-class StudyError(ValueError):
-    """A study directory that cannot be reported, phrased for the person who typed the path."""
+class StudyError(UserError, ValueError):
+    """A study directory that cannot be reported, phrased for the person who typed the path (ValueError too:
+    callers from before UserError catch that)."""
 
 
 @dataclass

@@ -65,9 +65,11 @@ from twoworlds.results.claim_spec import (
     RATIO_METRICS,
     STEP_METRICS,
     ClaimError,
+    normalize_claim,
     validate_claims,
 )
 from twoworlds.results.formats import pct as _pct
+from twoworlds.results.scores import find_peak, score_predictor
 from twoworlds.results.worlds import COUNTS, kind_of
 
 __all__ = ["METRICS", "ClaimError", "Verdict", "check_claims", "validate_claims"]
@@ -126,14 +128,22 @@ def check_claims(claims: list[dict], trials: pd.DataFrame, configs: pd.DataFrame
     configurations by the values of its keys (worlds.Worlds.label: the same words as the report's labels)."""
     steps = int(trials.steps.max()) if "steps" in trials and trials.steps.notna().any() else 0
     out = []
-    for c in claims:
-        text = c.get("claim") or c["kind"].replace("_", " ")
-        try:
+    for i, raw in enumerate(claims):
+        text = _text(raw)
+        try:  # a manifest written before a field was checked, or edited by hand, is checked again here
+            c = normalize_claim(raw, i + 1, "in the study's sweep.json")
             evidence, holds = _CHECKS[c["kind"]](c, _Data(trials, configs, keys, steps, name))
-        except _NotCheckable as e:
+        except (_NotCheckable, ClaimError) as e:
             evidence, holds = str(e), None
         out.append(Verdict(text, evidence, holds))
     return out
+
+
+def _text(c) -> str:
+    """The claim in words: its `claim`, else its kind."""
+    if not isinstance(c, dict):
+        return str(c)
+    return c.get("claim") if isinstance(c.get("claim"), str) else str(c.get("kind")).replace("_", " ")
 
 
 @dataclass
@@ -186,8 +196,8 @@ def _refuse_missing(names, values, what: str) -> None:
 
 @_CHECKS.register("gap_before_convergence")
 def _gap(c, d: _Data):
-    sel, _ = _on(_need(_select(d.configs, c.get("where")), "configurations"), "max_gap_before", "the bootstrap error")
-    stat, curves = c.get("statistic", "max"), c.get("curves", "seeds")
+    sel, _ = _on(_need(_select(d.configs, c["where"]), "configurations"), "max_gap_before", "the bootstrap error")
+    stat, curves = c["statistic"], c["curves"]
     column = f"curve_{stat}_gap_before" if curves == "averaged" else f"{stat}_gap_before_mean"
     values = sel[column]
     what = f"{stat} |bootstrap error| before convergence" + (
@@ -201,7 +211,7 @@ def _gap(c, d: _Data):
 
 @_CHECKS.register("memorizes_at_chance")
 def _memorizes(c, d: _Data):
-    real = _need(_select(d.trials[d.trials.world == "real"], c.get("where")), "matching Real World trials")
+    real = _need(_select(d.trials[d.trials.world == "real"], c["where"]), "matching Real World trials")
     columns = [final_name(TRAIN_ERROR), final_name(TEST_ERROR)]
     finals = real.reindex(columns=columns).astype(float)
     names = real.trial if "trial" in real else real.index.astype(str)
@@ -220,7 +230,7 @@ def _groups(c, d: _Data) -> tuple[list[tuple[str, dict, pd.DataFrame]], str]:
     key = c["key"]
     if key not in d.configs:
         raise _NotCheckable(f"'{key}' does not vary in this study")
-    sel, note = _on(_select(d.configs, c.get("where")), c["metric"])
+    sel, note = _on(_select(d.configs, c["where"]), c["metric"])
     sel = sel.assign(_m=lambda t: _metric(t, c["metric"], d.steps))
     others = [k for k in d.keys if k != key]
     if not others:
@@ -284,8 +294,8 @@ def _larger_effect(c, d: _Data):
 @_CHECKS.register("monotone")
 def _monotone(c, d: _Data):
     key, m = c["key"], c["metric"]
-    sign = -1 if c.get("direction", "decreasing") == "decreasing" else 1
-    tol = float(c.get("tolerance", 0.0))
+    sign = -1 if c["direction"] == "decreasing" else 1
+    tol = float(c["tolerance"])
     ok, parts = True, []
     groups, note = _groups(c, d)
     for name, _, g in groups:
@@ -298,32 +308,10 @@ def _monotone(c, d: _Data):
     return f"{METRICS[m]}: " + "; ".join(parts) + f" (tolerance {_num(m, tol)}){note}", ok
 
 
-@dataclass
-class Peak:
-    """The best interior maximum of a curve: the one standing highest above both sides."""
-
-    at: int  # index of the peak
-    low: int  # index of the smallest value before it
-    height: float  # min(value - value[low], value - value[-1])
-
-
-def find_peak(values) -> Peak | None:
-    """The interior point i (0 < i < last) maximizing min(v[i] - min(v[:i]), v[i] - v[-1]);
-    None with fewer than 3 values. A curve without a bump gets a height <= 0."""
-    v = [float(x) for x in values]
-    best = None
-    for i in range(1, len(v) - 1):
-        low = min(range(i), key=lambda j: v[j])
-        height = min(v[i] - v[low], v[i] - v[-1])
-        if best is None or height > best.height:
-            best = Peak(i, low, height)
-    return best
-
-
 @_CHECKS.register("peak")
 def _peak(c, d: _Data):
-    key, m, absent = c["key"], c["metric"], bool(c.get("absent", False))
-    margin = float(c.get("min_height", 0.0))
+    key, m, absent = c["key"], c["metric"], c["absent"]
+    margin = float(c["min_height"])
     ok, parts = True, []
     groups, note = _groups(c, d)
     for name, _, g in groups:
@@ -345,48 +333,12 @@ def _peak(c, d: _Data):
     return f"{METRICS[m]}: " + "; ".join(parts) + f" ({want} of at least {_delta(m, margin).lstrip('+')}){note}", bool(ok)
 
 
-def predictor_table(configs: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration with pairs: the predictor (Ideal World test soft error at the Real World's
-    convergence step) and the truth (Real World final test soft error), means over the pairs, with their stds."""
-    cols = ["configuration", "ideal_at_convergence_mean", "ideal_at_convergence_std", "paired_real_final_mean",
-            "paired_real_final_std", "converged_seeds", "seeds"]
-    t = configs[[c for c in cols if c in configs]].dropna(subset=["ideal_at_convergence_mean", "paired_real_final_mean"])
-    return t.rename(columns={"ideal_at_convergence_mean": "predicted", "paired_real_final_mean": "truth"})
-
-
-@dataclass
-class PredictorScore:
-    configurations: int
-    mean_abs_error: float
-    rank_correlation: float  # Spearman's rho
-    inside: int  # configurations with |truth - predicted| <= band
-    band: float
-
-    def sentence(self) -> str:
-        return (f"over {self.configurations} configurations: mean |Real final − Ideal at convergence| "
-                f"{_pct(self.mean_abs_error)}, Spearman's rank correlation {self.rank_correlation:.3f}, "
-                f"{self.inside} of {self.configurations} ({self.inside / self.configurations:.0%}) within "
-                f"±{_pct(self.band)}")
-
-
-DEFAULT_BAND = 0.02  # the ± band of the predictor's scatter when the study claims none
-
-
-def score_predictor(configs: pd.DataFrame, band: float = DEFAULT_BAND) -> PredictorScore | None:
-    t = predictor_table(configs)
-    if len(t) < 3:
-        return None
-    err = (t.truth - t.predicted).abs()
-    rho = float(t.predicted.rank().corr(t.truth.rank()))
-    return PredictorScore(len(t), float(err.mean()), rho, int((err <= band + 1e-12).sum()), band)
-
-
 @_CHECKS.register("ideal_predicts_real")
 def _ideal_predicts_real(c, d: _Data):
-    sel, _ = _on(_select(d.configs, c.get("where")), "ideal_at_convergence", "the predictor")
+    sel, _ = _on(_select(d.configs, c["where"]), "ideal_at_convergence", "the predictor")
     for column in ("ideal_at_convergence", "paired_real_final"):
         _refuse_missing(sel.configuration, sel[f"{column}_mean"], "the predictor (or its truth)")
-    score = score_predictor(sel, float(c.get("band", DEFAULT_BAND)))
+    score = score_predictor(sel, float(c["band"]))
     if score is None:
         raise _NotCheckable("the predictor needs at least 3 configurations with both worlds")
     ok, bounds = True, []

@@ -13,9 +13,10 @@ import pandas as pd
 from twoworlds.lightning_modules.metrics import final_name
 from twoworlds.results import narrate, plots
 from twoworlds.results.analysis import TEST_SOFT, TRAIN_ERR, X_AXES, fmt_pm
-from twoworlds.results.claims import DEFAULT_BAND, score_predictor
+from twoworlds.results.claim_spec import DEFAULT_BAND
 from twoworlds.results.document import Block
 from twoworlds.results.formats import pct as _pct
+from twoworlds.results.scores import score_predictor
 from twoworlds.results.size import size_groups
 from twoworlds.results.tables import Analysis
 from twoworlds.results.worlds import COUNTS, kind_of

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from twoworlds.results.analysis import label
-from twoworlds.results.claims import Peak, find_peak
+from twoworlds.results.scores import Peak, find_peak
 from twoworlds.results.tables import Analysis
 from twoworlds.results.worlds import COUNTS, kind_of
 
