@@ -180,7 +180,7 @@ def _report(study_dir: str, target: float | None = None, budget: float | None = 
     except StudyError as e:
         raise ConfigError(str(e)) from None
     for v in report.verdicts:
-        print(f"[claim] {v.word:>11}: {v.claim} ({v.evidence})", flush=True)
+        print(f"[claim] {v.check_line()}", flush=True)  # verdict, evidence, margin and seed spread
     print(f"[report] written: {report.index}  (and report.md, PNGs, tables beside it)", flush=True)
     if check and report.failed:
         print(f"[check] {len(report.failed)} of {len(report.verdicts)} claims did not hold (or could not be "

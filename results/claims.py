@@ -70,20 +70,18 @@ from twoworlds.results.claim_spec import (
 )
 from twoworlds.results.formats import pct as _pct
 from twoworlds.results.scores import find_peak, score_predictor
+from twoworlds.results.verdicts import Margin, Verdict
 from twoworlds.results.worlds import COUNTS, kind_of
 
 __all__ = ["METRICS", "ClaimError", "Verdict", "check_claims", "validate_claims"]
-_CHECKS = Registry("claim kind")  # the check of each kind of claim_spec.CLAIM_KINDS
+_CHECKS = Registry("claim kind")  # the check of each kind of claim_spec.CLAIM_KINDS: (claim, _Data) -> _Outcome
+
 
 @dataclass
-class Verdict:
-    claim: str  # the claim in words
-    evidence: str  # the numbers behind it
-    holds: bool | None  # None: not checkable on this run (missing trials, pairs or values; the evidence says which)
-
-    @property
-    def word(self) -> str:
-        return {True: "holds", False: "FAILS", None: "not checkable"}[self.holds]
+class _Outcome:
+    evidence: str  # the numbers behind the verdict
+    holds: bool
+    margins: list[Margin]  # one per bound: how far inside it (verdicts.py)
 
 
 def _select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
@@ -99,6 +97,15 @@ def _num(metric: str, v: float) -> str:
     if metric in STEP_METRICS:
         return f"{v:,.0f} steps"
     return f"{v:.3g}" if metric in RATIO_METRICS else _pct(v)
+
+
+def _points(d: float) -> str:
+    return f"{100 * d:+.1f} points"
+
+
+def _in(metric: str):
+    """Shows a signed amount of `metric` (a margin in its units)."""
+    return lambda d: _delta(metric, d)
 
 
 def _delta(metric: str, d: float) -> str:
@@ -132,10 +139,10 @@ def check_claims(claims: list[dict], trials: pd.DataFrame, configs: pd.DataFrame
         text = _text(raw)
         try:  # a manifest written before a field was checked, or edited by hand, is checked again here
             c = normalize_claim(raw, i + 1, "in the study's sweep.json")
-            evidence, holds = _CHECKS[c["kind"]](c, _Data(trials, configs, keys, steps, name))
+            o = _CHECKS[c["kind"]](c, _Data(trials, configs, keys, steps, name))
+            out.append(Verdict(text, o.evidence, bool(o.holds), o.margins))
         except (_NotCheckable, ClaimError) as e:
-            evidence, holds = str(e), None
-        out.append(Verdict(text, evidence, holds))
+            out.append(Verdict(text, str(e), None))
     return out
 
 
@@ -206,7 +213,8 @@ def _gap(c, d: _Data):
     parts = ", ".join(f"{_pct(v)} ({name})" for name, v in zip(sel.configuration, values, strict=True))
     other = "" if stat == "max" else "; for reference, the max per seed: " + ", ".join(
         _pct(v) for v in sel.max_gap_before_mean)
-    return f"{what}: {parts}; bound {_pct(c['max'])}{other}", bool(values.max() <= c["max"])
+    return _Outcome(f"{what}: {parts}; bound {_pct(c['max'])}{other}", values.max() <= c["max"],
+                    [Margin("", c["max"] - values.max(), _points)])
 
 
 @_CHECKS.register("memorizes_at_chance")
@@ -221,7 +229,9 @@ def _memorizes(c, d: _Data):
     chance = f" (chance {_pct(1 - 1 / classes.iloc[0])})" if len(classes) else ""
     evidence = (f"train error {_pct(train.max())} at most (bound {_pct(c['train_error_max'])}), test error "
                 f"{_pct(test.min())} at least{chance} (bound {_pct(c['test_error_min'])}), over {len(real)} trials")
-    return evidence, bool(train.max() <= c["train_error_max"] and test.min() >= c["test_error_min"])
+    margins = [Margin("train error", c["train_error_max"] - train.max(), _points),
+               Margin("test error", test.min() - c["test_error_min"], _points)]
+    return _Outcome(evidence, train.max() <= c["train_error_max"] and test.min() >= c["test_error_min"], margins)
 
 
 def _groups(c, d: _Data) -> tuple[list[tuple[str, dict, pd.DataFrame]], str]:
@@ -264,16 +274,23 @@ def _effect(c, d: _Data):
     changes, note = _changes(c, d)
     m = c["metric"]
     ok, parts = True, []
+    inside = {"max_change": [], "min_change": [], "min_ratio": []}  # per bound, each group's margin
     for name, _, a, b in changes:
         parts.append(f"{name}: {_num(m, a)} → {_num(m, b)}")
         if "max_change" in c:
             ok &= abs(b - a) <= c["max_change"]
+            inside["max_change"].append(c["max_change"] - abs(b - a))
         if "min_change" in c:
             ok &= b - a >= c["min_change"]
+            inside["min_change"].append(b - a - c["min_change"])
         if "min_ratio" in c:
             ok &= b >= a * c["min_ratio"]
+            inside["min_ratio"].append(b / a - c["min_ratio"] if a > 0 else float("nan"))
     bounds = ", ".join(f"{k.replace('_', ' ')} {c[k]}" for k in ("max_change", "min_change", "min_ratio") if k in c)
-    return f"{METRICS[m]} with {c['key']} {c['from']} → {c['to']}: " + "; ".join(parts) + f" ({bounds}){note}", bool(ok)
+    margins = [Margin(k.replace("_", " ") if len([v for v in inside.values() if v]) > 1 else "", min(v),
+                      (lambda d: f"{d:+.3g}") if k == "min_ratio" else _in(m)) for k, v in inside.items() if v]
+    return _Outcome(f"{METRICS[m]} with {c['key']} {c['from']} → {c['to']}: " + "; ".join(parts) +
+                    f" ({bounds}){note}", ok, margins)
 
 
 @_CHECKS.register("larger_effect")
@@ -287,8 +304,8 @@ def _larger_effect(c, d: _Data):
         raise _NotCheckable(f"need configurations of both {group}={c['larger']} and {group}={c['smaller']}")
     big, small = (sum(changes[str(v)]) / len(changes[str(v)]) for v in (c["larger"], c["smaller"]))
     m = c["metric"]
-    return (f"{METRICS[m]} change with {c['key']} {c['from']} → {c['to']}: {c['larger']} {_delta(m, big)}, "
-            f"{c['smaller']} {_delta(m, small)}{note}"), bool(big > small)
+    return _Outcome(f"{METRICS[m]} change with {c['key']} {c['from']} → {c['to']}: {c['larger']} {_delta(m, big)}, "
+                    f"{c['smaller']} {_delta(m, small)}{note}", big > small, [Margin("", big - small, _in(m))])
 
 
 @_CHECKS.register("monotone")
@@ -296,23 +313,25 @@ def _monotone(c, d: _Data):
     key, m = c["key"], c["metric"]
     sign = -1 if c["direction"] == "decreasing" else 1
     tol = float(c["tolerance"])
-    ok, parts = True, []
+    ok, parts, steps = True, [], []
     groups, note = _groups(c, d)
     for name, _, g in groups:
         g = _by_key(g, key)
         v = g._m.to_numpy()
         if len(v) > 1:  # a group with one value compares nothing
             _refuse_missing([f"{name} {key}={k}" for k in g[key]], v, METRICS[m])
+        steps += [sign * (v[i + 1] - v[i]) + tol for i in range(len(v) - 1)]  # >= 0: within the tolerance
         ok &= bool(all(sign * (v[i + 1] - v[i]) >= -tol for i in range(len(v) - 1)))
         parts.append(f"{name}: " + " → ".join(f"{_num(m, x)} ({key}={k})" for x, k in zip(v, g[key], strict=True)))
-    return f"{METRICS[m]}: " + "; ".join(parts) + f" (tolerance {_num(m, tol)}){note}", ok
+    return _Outcome(f"{METRICS[m]}: " + "; ".join(parts) + f" (tolerance {_num(m, tol)}){note}", ok,
+                    [Margin("", min(steps), _in(m))] if steps else [])
 
 
 @_CHECKS.register("peak")
 def _peak(c, d: _Data):
     key, m, absent = c["key"], c["metric"], c["absent"]
     margin = float(c["min_height"])
-    ok, parts = True, []
+    ok, parts, heights = True, [], []
     groups, note = _groups(c, d)
     for name, _, g in groups:
         g = _by_key(g, key)
@@ -324,13 +343,16 @@ def _peak(c, d: _Data):
             raise _NotCheckable(f"a peak needs at least 3 values of {key}; {name} has {len(v)}")
         found = p.height >= margin
         ok &= found != absent
+        heights.append(p.height)
         leaf = key.split(".")[-1]
         what = "highest interior peak" if p.height > 0 else "no interior point above both sides; the closest"
         where = (f"{what} at {leaf}={k[p.at]}: {_delta(m, v[p.at] - v[p.low])} above {leaf}={k[p.low]}, "
                  f"{_delta(m, v[p.at] - v[-1])} above {leaf}={k[-1]}")
         parts.append(f"{name}: {curve}; {where}")
     want = "no interior peak" if absent else "an interior peak"
-    return f"{METRICS[m]}: " + "; ".join(parts) + f" ({want} of at least {_delta(m, margin).lstrip('+')}){note}", bool(ok)
+    inside = min(margin - h for h in heights) if absent else min(h - margin for h in heights)
+    return _Outcome(f"{METRICS[m]}: " + "; ".join(parts) + f" ({want} of at least {_delta(m, margin).lstrip('+')}){note}",
+                    ok, [Margin("", inside, _in(m))])
 
 
 @_CHECKS.register("ideal_predicts_real")
@@ -341,21 +363,26 @@ def _ideal_predicts_real(c, d: _Data):
     score = score_predictor(sel, float(c["band"]))
     if score is None:
         raise _NotCheckable("the predictor needs at least 3 configurations with both worlds")
-    ok, bounds = True, []
+    ok, bounds, margins = True, [], []
     if "min_rank_correlation" in c:
         ok &= score.rank_correlation >= c["min_rank_correlation"]
         bounds.append(f"rank correlation ≥ {c['min_rank_correlation']}")
+        margins.append(Margin("rank correlation", score.rank_correlation - c["min_rank_correlation"],
+                              lambda r: f"{r:+.3f}"))
     if "min_inside" in c:
         ok &= score.inside >= c["min_inside"] * score.configurations - 1e-9
         bounds.append(f"at least {c['min_inside']:.0%} within the band")
+        margins.append(Margin("share within the band", score.inside / score.configurations - c["min_inside"], _points))
     if "max_mean_abs_error" in c:
         ok &= score.mean_abs_error <= c["max_mean_abs_error"]
         bounds.append(f"mean absolute error ≤ {_pct(c['max_mean_abs_error'])}")
+        margins.append(Margin("mean absolute error", c["max_mean_abs_error"] - score.mean_abs_error, _points))
     seeds = sel.real_seeds if "real_seeds" in sel else sel.get("seeds")
     unconverged = sel.converged_seeds < seeds if "converged_seeds" in sel else []
     note = (f"; {int(sum(unconverged))} configurations did not converge in every seed (their predictor is taken "
             "at the last step)") if sum(unconverged) else ""
-    return f"{score.sentence()}{note} ({', '.join(bounds) or 'no bound'})", bool(ok)
+    return _Outcome(f"{score.sentence()}{note} ({', '.join(bounds)})", ok,
+                    margins if len(margins) > 1 else [Margin("", margins[0].value, margins[0].show)])
 
 
 assert set(_CHECKS) == set(CLAIM_KINDS), "every claim kind needs exactly one check"

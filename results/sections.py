@@ -73,7 +73,7 @@ def claims(a: Analysis, out: Path) -> list[Block]:
     if not a.verdicts:
         return []
     return [Block("h2", "Claims checked on this run"),
-            Block("list", [f"{v.claim}: {v.evidence}: {v.word}" for v in a.verdicts])]
+            Block("list", [v.line() for v in a.verdicts])]
 
 
 def summary_table(a: Analysis) -> pd.DataFrame:

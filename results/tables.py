@@ -121,9 +121,24 @@ def analyse(study: Study, target: float | None = None, budget: float | None = No
         for col in ("ideal_steps_to_target", "ideal_at_budget"):
             w.pairs[col] = w.pairs.ideal.map(dict(zip(w.ideal.trial, w.ideal[col], strict=True)))
     configs = configurations(w, curve_of, threshold)
-    verdicts = check_claims(study.manifest.get("claims") or [], trials, configs, w.keys, w.label)
+    verdicts = _verdicts(study.manifest.get("claims") or [], w, trials, configs, curve_of, threshold)
     return Analysis(study, w, configs, _fits(w, curve_of), float("nan") if target is None else target,
                     0 if budget is None else budget, threshold, x, steps, verdicts)
+
+
+def _verdicts(claims: list, w: Worlds, trials: pd.DataFrame, configs: pd.DataFrame, curve_of: dict,
+              threshold: float) -> list[Verdict]:
+    """The claims checked on the study, then on each seed's trials alone (verdicts.py: the seed spread)."""
+    verdicts = check_claims(claims, trials, configs, w.keys, w.label)
+    seeds = sorted(set(w.real.seed if len(w.real) else []) | set(w.ideal.seed if len(w.ideal) else []))
+    if len(seeds) < 2 or not verdicts:
+        return verdicts
+    for s in seeds:
+        alone = check_claims(claims, trials[trials.seed == s], configurations(w.of_seeds([s]), curve_of, threshold),
+                             w.keys, w.label)
+        for v, one in zip(verdicts, alone, strict=True):
+            v.seeds[s] = one
+    return verdicts
 
 
 def _by(table: pd.DataFrame, by: list[str], columns: list[str], kind: str) -> pd.DataFrame | None:

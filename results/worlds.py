@@ -81,7 +81,7 @@ class Worlds:
 
     def of_seeds(self, seeds) -> Worlds:
         """The same study restricted to `seeds` (a list; a seed listed twice counts twice: a bootstrap resample)."""
-        pick = lambda df: pd.concat([df[df.seed == s] for s in seeds], ignore_index=True)  # noqa: E731
+        pick = lambda df: pd.concat([df[df.seed == s] for s in seeds], ignore_index=True) if len(df) else df  # noqa: E731
         return Worlds(self.keys, self.shown, self.ideal_shown, self.common, pick(self.real), pick(self.ideal),
                       pick(self.pairs))
 

@@ -350,6 +350,14 @@ def test_claim_kinds_on_constructed_configuration_tables():
     ok, bumpy = check_claims([{"kind": "monotone", "key": "n", "metric": "real_final", "tolerance": 0.01},
                               {"kind": "monotone", "key": "n", "metric": "real_final"}], trials, monotone, ["n"])
     assert (ok.holds, bumpy.holds) == (True, False)  # sorted by n: 0.30 -> 0.11 -> 0.115
+    # each verdict's margin: how far inside its bound, in the bound's units (negative: outside)
+    margins = [[m.text() for m in v.margins] for v in verdicts]
+    assert margins[0] == ["+24.0 points"]  # larger effect: cnn +25 points against mlp +1
+    assert margins[2] == ["+0.0667"]  # ratios 1,000 / 100 (cnn) and 320 / 300 (mlp) against 1.0: the smaller
+    assert margins[3] == ["-23.0 points"]  # max_change 2 points; the cnn moved 25
+    assert margins[4] == ["train error +1.0 points", "test error +4.0 points"]  # 1% <= 2%, 89% >= 85%
+    assert margins[6] == ["+0.0 points"]  # the mlp's 3% against a bound of 3%: on the edge
+    assert [m.text() for m in ok.margins] == ["+0.5 points"] and [m.text() for m in bumpy.margins] == ["-0.5 points"]
 
 
 def test_heatmap_axes_prefer_width_by_depth_and_skip_keys_tied_to_the_family():
@@ -435,6 +443,7 @@ def test_peak_and_predictor_claims_on_constructed_tables():
     ], trials, configs, keys)
     assert [v.holds for v in verdicts] == [True, False, False, True, True, None]
     assert "highest interior peak at width=8: +7.0 points above width=4, +7.0 points above width=32" in verdicts[0].evidence
+    assert [v.margins[0].text() for v in verdicts[:2]] == ["+4.0 points", "-1.0 points"]  # height 7 against 3, 8
     assert "17.00% (width=8)" in verdicts[0].evidence and "(an interior peak of at least 3.0 points)" in verdicts[0].evidence
     # the predictor: ranks agree exactly; |errors| 1, 1, 5, 1 points: 3 of 4 inside ±2, mean 2 points
     zoo = pd.DataFrame({"configuration": list("abcd"), "ideal_at_convergence_mean": [0.10, 0.20, 0.30, 0.40],
@@ -450,6 +459,8 @@ def test_peak_and_predictor_claims_on_constructed_tables():
                              {**predicts, "where": {"configuration": "a"}}], trials, zoo, [])
     assert [v.holds for v in verdicts] == [True, False, False, None]
     assert "3 of 4 (75%) within ±2.00%" in verdicts[0].evidence
+    assert [m.text() for m in verdicts[0].margins] == ["rank correlation +0.200", "share within the band +0.0 points"]
+    assert [m.text() for m in verdicts[2].margins] == ["-0.5 points"]  # mean |error| 2 points against 1.5
     assert "1 configurations did not converge in every seed" in verdicts[0].evidence
     converged = check_claims([{**predicts, "where": {"converged_seeds": 2}}], trials, zoo, [])[0]
     assert "did not converge" not in converged.evidence  # counted over the claim's own configurations
