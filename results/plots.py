@@ -258,7 +258,7 @@ def plot_speed(configs: pd.DataFrame, out_dir: Path, budget: str) -> Path:
     so in the legend."""
     fig, ax = plt.subplots(figsize=(8.6, 5.4), constrained_layout=True)
     for r, (marker, colour, wrapped) in zip(configs.itertuples(), _family_styles(configs), strict=True):
-        missing = _no_point(r)
+        missing = no_point_reason(r)
         ax.errorbar(r.ideal_at_budget_mean, r.real_final_mean, xerr=r.ideal_at_budget_std, yerr=r.real_final_std,
                     fmt=marker, color=colour, label=r.configuration + missing, capsize=2, ms=7,
                     mfc="none" if wrapped else None)
@@ -279,7 +279,7 @@ def plot_speed(configs: pd.DataFrame, out_dir: Path, budget: str) -> Path:
     return _save(fig, out_dir / "d_speed_vs_generalization.png")
 
 
-def _no_point(r) -> str:
+def no_point_reason(r) -> str:
     """Why plot (d) has no point for configuration `r` ('' when it has one)."""
     for world, count in (("Real", r.real_seeds), ("Ideal", r.ideal_seeds)):
         if not count:

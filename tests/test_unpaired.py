@@ -110,12 +110,15 @@ def test_one_world_numbers_use_every_trial_of_their_world_paired_or_not(unpaired
     laws = pd.read_csv(unpaired["out"] / "power_laws.csv")
     assert dict(zip(laws.configuration, laws.seeds, strict=True)) == {
         f"width={w}": len(g) for w, g in ideal.groupby("width")}
+    moved = f"{w16.moved.mean():.3g} ± {w16.moved.std(ddof=1):.2g}"  # the weight-movement table
+    assert f"| width=16 | 2/0/0 | {moved} | — |" in md
     # the model-size table: each world's columns where it ran, a dash where it did not
     assert f"| width=16 | {unpaired['analysis'].configs.set_index('configuration').num_parameters_mean['width=16']:,.0f} " \
            f"| {_pm(w16.train)} | {_pm(w16.err)} | — | — | {_pm(w16.soft)} | — |" in md
 
 
 def test_pair_numbers_use_the_pairs_only_and_every_section_says_which(unpaired):
+    from twoworlds.results.plots import heatmap_placed, no_point_reason
     from twoworlds.results.sections import panels
     from twoworlds.results.size import size_table
     own, md, a = unpaired["own"], unpaired["md"], unpaired["analysis"]
@@ -147,6 +150,12 @@ def test_pair_numbers_use_the_pairs_only_and_every_section_says_which(unpaired):
     drawn = {p.name: (set(p.real.trial) if len(p.real) else set(), set(p.ideal)) for p in panels(a)}
     assert drawn == {f"width={w}": (set(g.trial[g.world == "real"]), set(g.trial[g.world == "ideal"]))
                      for w, g in own.groupby("width")}
+    keys = a.worlds.shown + [k for k in a.keys if k not in a.worlds.shown]
+    assert set(heatmap_placed(keys, a.configs).configuration) == {f"width={w}" for w in own.width}  # (c): all
+    assert "A dash: the configuration has no pair (bootstrap error) or no trial of that world." in md
+    reasons = {r.configuration: no_point_reason(r) for r in a.configs.itertuples()}  # (d)'s legend
+    assert reasons == {"width=4": "", "width=8": "", "width=16": "  (no point: no Ideal World trials)",
+                       "width=32": "", "width=64": "  (no point: no Real World trials)"}
     t, thresholds = size_table(a)
     assert list(t.width) == [4, 8, 16, 32, 64] and thresholds == {"all": 16.0}
     assert [w for w, p, r in zip(t.width, t.paired, t.real_seeds, strict=True) if r and not p] == [8, 16]
