@@ -369,46 +369,6 @@ def test_heatmap_axes_prefer_width_by_depth_and_skip_keys_tied_to_the_family():
     assert heatmap_axes(["model.name", "model.width", "model.depth", "n"], zipped) == ("model.name", "n")
 
 
-@pytest.mark.parametrize("claim,message", [
-    ("{kind: monotone, claim: more data helps, metric: real_final}",
-     "claim 1 ('more data helps') (monotone) in {path}: 'key' is missing (a config key, e.g. model.width)"),
-    ("{kind: gap_before_convergence, max: abc}", "claim 1 (gap_before_convergence) in {path}: max 'abc' must be a number"),
-    ("{kind: peak, key: model.width, metric: real_final_error, absent: maybe}", "absent 'maybe' must be true or false"),
-    ("{kind: effect, key: n, from: 1, to: 2, metric: real_final}",
-     "needs at least one bound of max_change, min_change, min_ratio"),
-    ("{kind: memorizes_at_chance, train_error_max: 0.02, test_error_min: 85}", "test_error_min 85 must be between 0 and 1"),
-    ("{kind: monotone, key: n, metric: real_final, where: [n]}", "where ['n'] must be a mapping of config keys"),
-    ("{kind: larger_effect, key: n, from: 1, to: 2, metric: real_final, group: model.name, larger: cnn}",
-     "(larger_effect) in {path}: 'smaller' is missing"),
-    ("{kind: ideal_predicts_real, band: 0.02}", "needs at least one bound of min_rank_correlation"),
-])
-def test_a_claim_the_report_could_not_evaluate_is_refused_at_sweep_load(tmp_path, capsys, claim, message):
-    """`--dry-run` checks every claim field (required, type, range, no unknown ones): one line naming the
-    file, the claim and the field, exit 2, before anything runs."""
-    from twoworlds.launch.cli import main
-    path = tmp_path / "x.yaml"
-    path.write_text(f"name: x\nclaims: [{claim}]\n")
-    assert main(["sweep", str(path), "--dry-run"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and message.format(path=path) in err, err
-
-
-def test_claim_fields_get_their_defaults_and_errors_are_user_errors():
-    from twoworlds.results.aggregate import StudyError
-    from twoworlds.results.claim_spec import ClaimError, validate_claims
-    from twoworlds.results.claims import check_claims
-    from twoworlds.results.records import RecordError
-
-    from twoworlds.errors import UserError
-    assert validate_claims([{"kind": "monotone", "key": "n", "metric": "real_final"}], "in x.yaml") == [
-        {"kind": "monotone", "key": "n", "metric": "real_final", "where": {}, "direction": "decreasing",
-         "tolerance": 0.0}]
-    assert all(issubclass(e, UserError) and issubclass(e, ValueError) for e in (ClaimError, StudyError, RecordError))
-    # a claim in an older (or edited) sweep.json that the sweep file check would refuse: not checkable, with why
-    verdict, = check_claims([{"kind": "monotone", "key": "n"}], pd.DataFrame({"steps": [10]}), pd.DataFrame(), [])
-    assert verdict.holds is None and "'metric' is missing" in verdict.evidence
-
-
 def test_claim_filters_match_numbers_across_int_float_and_text():
     from twoworlds.results.claims import _select
     df = pd.DataFrame({"model.width": [4.0, 256.0], "corrupt.random_labels": [False, True], "pixels": ["none", "x"]})
