@@ -21,7 +21,7 @@ from twoworlds.results.verdicts import Margin, NotCheckable, Outcome
 
 
 def _plain(d: float) -> str:
-    return "−∞" if d == float("-inf") else f"{d:+.3g}"  # −∞: an unresolved R* (no saturation seen) against a bound
+    return "-∞" if d == float("-inf") else f"{d:+.3g}"  # -∞: an unresolved R* (no saturation seen) against a bound
 
 
 def _points(d: float) -> str:

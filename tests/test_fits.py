@@ -207,7 +207,7 @@ def test_effective_data_claims_on_a_constructed_configurations_table():
     alone, = check_claims(saturates, trials, one_seed, [], alone=True)
     assert alone.holds and [m.text() for m in alone.margins] == ["late worth +0.23", "R* +45"]
     unresolved, = check_claims(saturates, trials, one_seed.assign(law_r_star=np.inf), [], alone=True)
-    assert unresolved.holds is False and unresolved.margins[1].text() == "R* −∞"
+    assert unresolved.holds is False and unresolved.margins[1].text() == "R* -∞"
     # an Ideal World configuration (no Real World trials, so no D_eff) is not part of the claim; a Real World one
     # without effective data makes it not checkable, naming it
     ideal = pd.DataFrame({"configuration": ["cnn steps=2000"], "real_seeds": [0]})
