@@ -112,7 +112,7 @@ def _main(argv: list[str] | None) -> int:
     p_report.add_argument("--x", choices=("steps", "samples", "flops", "time"), default="steps",
                           help="x-axis of plots (a) and (d): optimizer steps, training samples, training FLOPs or "
                           "wall time (default: steps)")
-    p_report.add_argument("--speed-step", "--budget", dest="speed_step", type=float, default=None,
+    p_report.add_argument("--budget", "--speed-step", dest="budget", type=float, default=None,
                           help="plot (d)'s budget in the --x unit: a step, samples, FLOPs or seconds (default: "
                           "where the Real Worlds converge, median)")
     p_demo = sub.add_parser("demo", help="the quick-start study on MNIST-1D, ending in its report")
@@ -136,7 +136,7 @@ def _main(argv: list[str] | None) -> int:
             return _sweep(ns.file, ns.args, dry_run=ns.dry_run, resume=ns.resume, smoke=ns.smoke,
                           address=ns.address, num_cpus=ns.num_cpus, report=ns.report)
         if ns.command == "report":
-            return _report(ns.study, ns.target, ns.speed_step, ns.check, ns.x)
+            return _report(ns.study, ns.target, ns.budget, ns.check, ns.x)
         path, overrides = _split_args(ns.args)
         return _run(path, overrides)
     except KeyboardInterrupt:  # a sweep says how to resume itself (see _sweep)
@@ -230,13 +230,13 @@ def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smok
     return 1 if bad else 0
 
 
-def _report(study_dir: str, target: float | None = None, speed_step: float | None = None, check: bool = False,
+def _report(study_dir: str, target: float | None = None, budget: float | None = None, check: bool = False,
             x: str = "steps") -> int:
     from twoworlds.results.report import build_report
     print(f"[report] reading {study_dir}", flush=True)
-    report = build_report(study_dir, target=target, speed_step=speed_step, x=x)
+    report = build_report(study_dir, target=target, budget=budget, x=x)
     for v in report.verdicts:
-        print(f"[claim] {v.word:>11}: {v.claim} ({v.evidence})", flush=True)
+        print(f"[claim] {v.check_line()}", flush=True)  # verdict, evidence, margin and seed spread
     print(f"[report] written: {report.index}  (and report.md, PNGs, tables beside it)", flush=True)
     if check and report.failed:
         print(f"[check] {len(report.failed)} of {len(report.verdicts)} claims did not hold (or could not be "

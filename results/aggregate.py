@@ -37,7 +37,8 @@ _SUMMARY_KEYS = ("status", "pair_key", "steps_done", "samples_seen", "distinct_s
 
 
 class StudyError(UserError, ValueError):
-    """A study directory that cannot be reported, phrased for the person who typed the path."""
+    """A study directory that cannot be reported, phrased for the person who typed the path (ValueError too:
+    callers from before UserError catch that)."""
 
 
 @dataclass

@@ -88,6 +88,8 @@ def value_at(steps, values, step: int) -> float:
 
 @dataclass
 class PairStats:
+    """One Real/Ideal pair: the bootstrap error's statistics, with both trials' own (real_stats, ideal_stats)."""
+
     converged_at: int | None  # first step with Real World train error < 1% (None: not within the budget)
     max_gap_before: float  # largest |bootstrap error| at steps <= converged_at (all steps if never)
     # mean |bootstrap error| over the evaluations from the start of learning (the Ideal World's test error
@@ -114,40 +116,68 @@ class PairStats:
     ideal_weight_movement: float = float("nan")
 
 
+def _last(df: pd.DataFrame, col: str) -> float:
+    """The value of `col` at a curve's last evaluation (NaN when the run did not log it)."""
+    return float(df[col].iloc[-1]) if col in df and len(df) else float("nan")
+
+
+def convergence_step(real: pd.DataFrame, threshold: float = CONVERGED_BELOW) -> int | None:
+    """The first step with Real World train 0/1 error below `threshold` (None: not within the budget)."""
+    return first_step_below(real.step, real[TRAIN_ERR], threshold) if TRAIN_ERR in real else None
+
+
+def real_stats(real: pd.DataFrame, threshold: float = CONVERGED_BELOW) -> dict:
+    """A Real World trial's own statistics (no twin needed): its convergence step and final values."""
+    return {"converged_at": convergence_step(real, threshold), "real_final": _last(real, TEST_SOFT),
+            "real_final_error": _last(real, TEST_ERR), "real_final_train_error": _last(real, TRAIN_ERR),
+            "real_weight_movement": _last(real, WEIGHT_MOVEMENT)}
+
+
+def ideal_stats(ideal: pd.DataFrame) -> dict:
+    """An Ideal World trial's own final values (no twin needed)."""
+    return {"ideal_final": _last(ideal, TEST_SOFT), "ideal_final_error": _last(ideal, TEST_ERR),
+            "ideal_weight_movement": _last(ideal, WEIGHT_MOVEMENT)}
+
+
 def pair_stats(real: pd.DataFrame, ideal: pd.DataFrame, threshold: float = CONVERGED_BELOW) -> PairStats:
     """Statistics of one Real/Ideal pair from their metrics tables (step, test/soft_error, train/error)."""
     steps, r, i = align(real.step, real[TEST_SOFT], ideal.step, ideal[TEST_SOFT])
     gap = r - i
-    conv = first_step_below(real.step, real[TRAIN_ERR], threshold) if TRAIN_ERR in real else None
+    conv = convergence_step(real, threshold)
     upto = steps <= conv if conv is not None else np.ones_like(steps, bool)
     at = np.flatnonzero(steps <= conv)[-1] if conv is not None and upto.any() else len(steps) - 1
     learning = upto & (np.minimum.accumulate(i) <= LEARNING_STARTED * i[0]) if len(i) else upto
     nan = float("nan")
-    last = lambda df, col: float(df[col].iloc[-1]) if col in df and len(df) else nan  # noqa: E731
     gap_error = nan
     if TEST_ERR in real and TEST_ERR in ideal and len(real) and len(ideal):
         _, r01, i01 = align(real.step, real[TEST_ERR], ideal.step, ideal[TEST_ERR])
         gap_error = float(r01[-1] - i01[-1]) if len(r01) else nan
     return PairStats(
-        converged_at=conv,
         max_gap_before=float(np.abs(gap[upto]).max()) if upto.any() else nan,
         mean_gap_before=float(np.abs(gap[learning]).mean()) if learning.any() else nan,
         gap_at_convergence=float(gap[at]) if len(gap) else nan,
         gap_final=float(gap[-1]) if len(gap) else nan,
-        real_final=last(real, TEST_SOFT), ideal_final=last(ideal, TEST_SOFT),
         last_step=int(steps[-1]) if len(steps) else 0,
-        ideal_at_convergence=float(i[at]) if len(i) else nan,
-        real_final_error=last(real, TEST_ERR), ideal_final_error=last(ideal, TEST_ERR), gap_final_error=gap_error,
-        real_final_train_error=last(real, TRAIN_ERR),
-        real_weight_movement=last(real, WEIGHT_MOVEMENT), ideal_weight_movement=last(ideal, WEIGHT_MOVEMENT))
+        ideal_at_convergence=float(i[at]) if len(i) else nan, gap_final_error=gap_error,
+        **real_stats(real, threshold), **ideal_stats(ideal))
 
 
 # ---------------------------------------------------------------- seeds
 
-def mean_std(df: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
-    """Mean, std (ddof=1; 0 for a single seed) and count of `columns` over the rows of each group."""
+# Columns whose NaN means "did not happen" (never converged) rather than "no value": their mean is over the
+# seeds where it happened, and the count of those is reported beside it (converged_seeds).
+PARTIAL = ("converged_at",)
+
+
+def mean_std(df: pd.DataFrame, by: list[str], columns: list[str], partial=PARTIAL) -> pd.DataFrame:
+    """Mean, std (ddof=1; 0 for a single seed) and count of `columns` over the rows of each group. A group
+    where a seed has no value (a diverged run, a target never reached) gets NaN, not the mean of the other
+    seeds passed off as all of them; columns in `partial` are averaged over the seeds with a value."""
     g = df.groupby(by, dropna=False, sort=False)
     mean, std = g[columns].mean(), g[columns].std(ddof=1).fillna(0.0)
+    whole = [c for c in columns if c not in partial]
+    gaps = g[whole].count().lt(g.size(), axis=0)  # a group with a seed lacking a value
+    mean[whole], std[whole] = mean[whole].mask(gaps), std[whole].mask(gaps)
     out = mean.add_suffix("_mean").join(std.add_suffix("_std"))
     out["seeds"] = g.size()
     return out.reset_index()
@@ -193,7 +223,7 @@ def power_law_fit(samples, error, min_samples: float | None = None) -> PowerLaw 
     return PowerLaw(-slope, se, math.exp(ym - slope * xm), r2, len(x), s.min(), s.max())
 
 
-# ---------------------------------------------------------------- a study's pairs
+# ---------------------------------------------------------------- configurations
 
 _KEY_ORDER = ("model.name", "model.width", "model.depth", "model.patch_size", "batch_size", "steps")
 
@@ -204,14 +234,6 @@ def configuration_keys(varying: list[str]) -> list[str]:
     keys = [k for k in varying if k not in ("world", "seed")]
     rank = {k: i for i, k in enumerate(_KEY_ORDER)}
     return sorted(keys, key=lambda k: (k == "n", rank.get(k, len(rank)), k))
-
-
-def compared_keys(trials: pd.DataFrame, varying: list[str]) -> list[str]:
-    """configuration_keys among the trials that have a twin in the other world: an unpaired trial
-    (a one-off run in the same study directory) does not make its settings part of every label."""
-    both = set(trials.pair_key[trials.world == "ideal"]) & set(trials.pair_key[trials.world == "real"])
-    paired = trials[trials.pair_key.isin(both)]
-    return configuration_keys([k for k in varying if paired[k].astype(str).nunique() > 1])
 
 
 def independent_keys(keys: list[str], table: pd.DataFrame) -> list[str]:
@@ -225,33 +247,28 @@ def independent_keys(keys: list[str], table: pd.DataFrame) -> list[str]:
     return out
 
 
+def same(a, b) -> bool:
+    """256 == 256.0 == '256'; otherwise compared as text (True == 'True', 'none' == 'none')."""
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def select(df: pd.DataFrame, where: dict | None) -> pd.DataFrame:
+    """Rows matching every key: value of `where` (a list: any of its values); a key that is not a
+    column is one that does not vary in the study (configuration tables only have the varying keys),
+    so it filters nothing."""
+    for k, v in (where or {}).items():
+        if k in df:
+            values = v if isinstance(v, list) else [v]
+            df = df[[any(same(x, u) for u in values) for x in df[k]]]
+    return df
+
+
 def label(values: dict) -> str:
     """'cnn n=500' from {'model.name': 'cnn', 'n': 500}: family names bare, other keys as leaf=value."""
     parts = []
     for k, v in values.items():
         parts.append(str(v) if k == "model.name" else f"{k.split('.')[-1]}={v}")
     return " ".join(parts) or "all"
-
-
-def pair_table(trials: pd.DataFrame, curves: pd.DataFrame, varying: list[str],
-               threshold: float = CONVERGED_BELOW) -> pd.DataFrame:
-    """One row per Real World trial that has an Ideal World twin (same pair key: same config and seed,
-    other world) with logged rows: the PairStats fields plus the configuration's values."""
-    ideal = {r.pair_key: r.trial for r in trials[trials.world == "ideal"].itertuples()}
-    keys = compared_keys(trials, varying)
-    named = independent_keys(keys, trials[trials.world == "real"])  # labels skip keys tied to another (width to family)
-    rows = []
-    for r in trials[trials.world == "real"].itertuples():
-        twin = ideal.get(r.pair_key)
-        rc, ic = curves[curves.trial == r.trial], curves[curves.trial == twin]
-        if twin is None or not len(rc) or not len(ic):
-            continue
-        stats = pair_stats(rc.sort_values("step"), ic.sort_values("step"), threshold)
-        row = trials[trials.trial == r.trial]
-        values = {k: row[k].iloc[0] for k in keys}  # per column: a row Series would turn ints into floats
-        rows.append({"real": r.trial, "ideal": twin, "pair_key": r.pair_key, "seed": r.seed,
-                     "configuration": label({k: values[k] for k in named}), **values, **vars(stats),
-                     "num_parameters": float(getattr(r, "num_parameters", None) or float("nan")),
-                     "stopped_early_at": getattr(r, "stopped_early_at", None), "real_status": r.status, "ideal_status": trials.loc[trials.trial == twin, "status"].iloc[0]})
-    out = pd.DataFrame(rows)
-    return out.sort_values([*keys, "seed"], kind="stable", ignore_index=True) if len(out) else out

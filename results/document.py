@@ -49,7 +49,7 @@ def to_markdown(blocks: list[Block], base: Path) -> str:
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 table{border-collapse:collapse;font-size:0.85em}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
-td{white-space:nowrap}td:first-child{white-space:normal}.table-wrap{overflow-x:auto;margin:0.5em 0}
+td{white-space:nowrap}td:first-child{white-space:normal;overflow-wrap:anywhere}.table-wrap{overflow-x:auto;margin:0.5em 0}
 pre{background:#f6f6f6;padding:0.8em;overflow-x:auto;font-size:0.85em}figcaption{font-style:italic;font-size:0.9em}"""
 
 

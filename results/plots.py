@@ -14,11 +14,13 @@
     (f) model size: final test 0/1 and soft errors of both worlds, and the bootstrap error, against width,
                   with the interpolation threshold (double descent); when the width varies
     (g) weight movement: |w - w0| / |w0| against steps per configuration (lazy against rich training)
+    (h) effective data: D_eff/n against epochs and the data-repetition law (repetition_plot.py)
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -39,7 +41,17 @@ plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "axes.grid": True, "
                      "xtick.labelsize": 8, "ytick.labelsize": 8})
 
 
-def _save(fig, path: Path) -> Path:
+@dataclass
+class Panel:
+    """One configuration as plots (a) and (g) draw it: every trial of each world (worlds.py)."""
+
+    name: str  # the configuration
+    title: str  # e.g. 'mlp n=64  (2 seeds)'
+    real: pd.DataFrame  # its Real World trials: trial, converged_at, stopped_early_at (may be empty)
+    ideal: list[str]  # its Ideal World trials (may be empty)
+
+
+def save(fig, path: Path) -> Path:
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -79,11 +91,11 @@ def _log_x(ax, x: XAxis) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def plot_curves(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, stem: str = "a_curves",
+def plot_curves(panels: list[Panel], curves: pd.DataFrame, out_dir: Path, stem: str = "a_curves",
                 x: XAxis = X_AXES["steps"]) -> list[Path]:
     """(a): one panel per configuration; several figures when there are many configurations."""
     col = x.column
-    configs = list(dict.fromkeys(pairs.configuration))
+    configs = panels
     paths = []
     for start in range(0, len(configs), PANELS_PER_FIGURE):
         chunk = configs[start:start + PANELS_PER_FIGURE]
@@ -91,22 +103,21 @@ def plot_curves(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, stem: 
         nrows = math.ceil(len(chunk) / ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols + 0.4, 3.0 * nrows + 0.6), squeeze=False,
                                  sharey=True, constrained_layout=True)
-        for ax, cfg in zip(axes.flat, chunk, strict=False):
-            rows = pairs[pairs.configuration == cfg]
-            _band(ax, curves, list(rows.real), TEST_SOFT, "Real World test", _WORLD_STYLE["real"], col)
-            _band(ax, curves, list(rows.ideal.unique()), TEST_SOFT, "Ideal World test", _WORLD_STYLE["ideal"], col)
-            _band(ax, curves, list(rows.real), TRAIN_SOFT, "Real World train", _WORLD_STYLE["train"], col)
-            cut = rows.real[rows.stopped_early_at.notna()]
+        for ax, panel in zip(axes.flat, chunk, strict=False):
+            rows, real = panel.real, list(panel.real.trial) if len(panel.real) else []
+            _band(ax, curves, real, TEST_SOFT, "Real World test", _WORLD_STYLE["real"], col)
+            _band(ax, curves, panel.ideal, TEST_SOFT, "Ideal World test", _WORLD_STYLE["ideal"], col)
+            _band(ax, curves, real, TRAIN_SOFT, "Real World train", _WORLD_STYLE["train"], col)
+            cut = rows.trial[rows.stopped_early_at.notna()] if len(rows) else []
             if len(cut):  # Real World runs stopped early (early_stop): where their curves end
                 last = curves[curves.trial.isin(cut)].sort_values("step").groupby("trial").tail(1)
                 ax.scatter(last[col], last[TEST_SOFT], marker="x", s=40, color="tab:red", zorder=5,
                            label="Real World stopped early (converged)")
-            conv = rows.converged_at.dropna()
+            conv = rows.converged_at.dropna() if len(rows) else []
             if len(conv):
-                ax.axvline(_x_at_step(curves, list(rows.real), conv.median(), col), color="gray", lw=0.8, alpha=0.7,
+                ax.axvline(_x_at_step(curves, real, conv.median(), col), color="gray", lw=0.8, alpha=0.7,
                            label="Real World train error < 1%")
-            seeds = len(rows)
-            ax.set_title(f"{cfg}" + (f"  ({seeds} seeds)" if seeds > 1 else ""))
+            ax.set_title(panel.title)
             _log_x(ax, x)
             ax.set_xlabel(f"{x.label}, log scale")
             ax.set_ylim(bottom=0)
@@ -124,7 +135,7 @@ def plot_curves(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, stem: 
             if len(configs) > PANELS_PER_FIGURE else ""
         fig.suptitle(f"Real vs Ideal World: test soft error against {x.noun}{part}", fontsize=11)
         suffix = f"_{start // PANELS_PER_FIGURE + 1}" if len(configs) > PANELS_PER_FIGURE else ""
-        paths.append(_save(fig, out_dir / f"{stem}{suffix}.png"))
+        paths.append(save(fig, out_dir / f"{stem}{suffix}.png"))
     return paths
 
 
@@ -150,7 +161,7 @@ def plot_scatter(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> Pa
            xlabel="Ideal World test soft error (same step)", ylabel="Real World test soft error",
            title="Real vs Ideal World test soft error, all pairs and evaluation steps")
     ax.legend(loc="upper left", fontsize=7, ncols=1 if len(configs) <= 8 else 2)
-    return _save(fig, out_dir / "b_scatter.png")
+    return save(fig, out_dir / "b_scatter.png")
 
 
 _AXIS_PREFERENCE = [("model.width", "model.depth"), ("n", "batch_size"), ("steps", "batch_size")]
@@ -174,9 +185,19 @@ def _sort_values(values) -> list:
         return sorted(values, key=str)
 
 
+def heatmap_placed(keys: list[str], configs: pd.DataFrame) -> pd.DataFrame:
+    """The configurations (c) can place: those with a value of every key it lays out (an Ideal World
+    configuration that no Real World trial shares has no n)."""
+    x, y = heatmap_axes(keys, configs)
+    used = {x, y, *independent_keys(keys, configs)} - {None}
+    return configs.dropna(subset=sorted(used))
+
+
 def plot_heatmaps(configs: pd.DataFrame, keys: list[str], out_dir: Path, panels: list[tuple[str, str, str]]) -> Path:
     """(c): `configs` has one row per configuration (seed means); `panels` lists (column, title, format).
-    Keys besides the two axes become rows of panels (one per value combination, at most 4)."""
+    Keys besides the two axes become rows of panels (one per value combination, at most 4); see
+    heatmap_placed for the configurations it shows."""
+    configs = heatmap_placed(keys, configs)
     x, y = heatmap_axes(keys, configs)
     rest = [k for k in independent_keys(keys, configs) if k not in (x, y)]
     facets = list(configs.groupby(rest, sort=True)) if rest else [((), configs)]
@@ -202,7 +223,8 @@ def plot_heatmaps(configs: pd.DataFrame, keys: list[str], out_dir: Path, panels:
                     v = grid[gi, gj]
                     txt = "—" if not np.isfinite(v) else fmt.format(v)
                     bright = finite.size and np.isfinite(v) and v > (finite.min() + finite.max()) / 2
-                    ax.text(gj, gi, txt, ha="center", va="center", fontsize=8, color="black" if bright else "white")
+                    dark = np.isfinite(v) and not bright  # an empty cell is white: its dash in black
+                    ax.text(gj, gi, txt, ha="center", va="center", fontsize=8, color="white" if dark else "black")
             ax.set_xticks(range(len(xs)), [str(v) for v in xs] if x else [""])
             ax.set_yticks(range(len(ys)), [str(v) for v in ys] if y else [""])
             ax.set_xlabel(x or "")
@@ -212,7 +234,7 @@ def plot_heatmaps(configs: pd.DataFrame, keys: list[str], out_dir: Path, panels:
             fig.colorbar(im, ax=ax, shrink=0.85)
     fig.suptitle("Configurations: bootstrap error, optimization speed, generalization (mean over seeds)",
                  fontsize=11)
-    return _save(fig, out_dir / "c_heatmaps.png")
+    return save(fig, out_dir / "c_heatmaps.png")
 
 
 _MARKERS = "osD^vP*Xph<>"
@@ -233,17 +255,17 @@ def plot_speed(configs: pd.DataFrame, out_dir: Path, budget: str) -> Path:
     """(d): one point per configuration: colour = family, marker = the rest of the configuration,
     named in the legend (labels next to points would collide where configurations share an Ideal twin).
     `budget` names where the Ideal World's error was taken ('step 1,000', '3.2e+12 training FLOPs');
-    a configuration whose Ideal World curve does not cover it has no point and says so in the legend."""
+    a configuration whose Ideal World curve does not cover it, or that lacks a world, has no point and says
+    so in the legend."""
     fig, ax = plt.subplots(figsize=(8.6, 5.4), constrained_layout=True)
     for r, (marker, colour, wrapped) in zip(configs.itertuples(), _family_styles(configs), strict=True):
-        reached = r.ideal_at_step_mean == r.ideal_at_step_mean  # not NaN
-        missing = "" if reached else "  (no point: its Ideal World curve misses this budget)"
-        ax.errorbar(r.ideal_at_step_mean, r.real_final_mean, xerr=r.ideal_at_step_std, yerr=r.real_final_std,
+        missing = no_point_reason(r)
+        ax.errorbar(r.ideal_at_budget_mean, r.real_final_mean, xerr=r.ideal_at_budget_std, yerr=r.real_final_std,
                     fmt=marker, color=colour, label=r.configuration + missing, capsize=2, ms=7,
                     mfc="none" if wrapped else None)
-    shown = configs.dropna(subset=["ideal_at_step_mean"])
+    shown = configs.dropna(subset=["ideal_at_budget_mean", "real_final_mean"])
     shown = shown if len(shown) else configs
-    ends = [shown[f"{c}_mean"] + sign * shown[f"{c}_std"] for c in ("ideal_at_step", "real_final")
+    ends = [shown[f"{c}_mean"] + sign * shown[f"{c}_std"] for c in ("ideal_at_budget", "real_final")
             for sign in (-1, 1)]
     lo, hi = np.nanmin([e.min() for e in ends]), np.nanmax([e.max() for e in ends])  # error bars included
     pad = 0.1 * (hi - lo) + 0.01
@@ -255,7 +277,16 @@ def plot_speed(configs: pd.DataFrame, out_dir: Path, budget: str) -> Path:
            title="Optimization speed against generalization")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, title="configuration", title_fontsize=8,
               ncols=1 if len(configs) <= 18 else 2)
-    return _save(fig, out_dir / "d_speed_vs_generalization.png")
+    return save(fig, out_dir / "d_speed_vs_generalization.png")
+
+
+def no_point_reason(r) -> str:
+    """Why plot (d) has no point for configuration `r` ('' when it has one)."""
+    for world, count in (("Real", r.real_seeds), ("Ideal", r.ideal_seeds)):
+        if not count:
+            return f"  (no point: no {world} World trials)"
+    reached = r.ideal_at_budget_mean == r.ideal_at_budget_mean  # not NaN
+    return "" if reached else "  (no point: not every Ideal World seed reaches this budget)"
 
 
 def plot_predictor(configs: pd.DataFrame, out_dir: Path, band: float, score) -> Path:
@@ -264,13 +295,13 @@ def plot_predictor(configs: pd.DataFrame, out_dir: Path, band: float, score) -> 
     Hollow markers: configurations whose Real World did not converge in every seed (taken at the last
     step). `score`: claims.PredictorScore of the same points, for the title."""
     fig, ax = plt.subplots(figsize=(8.6, 5.4), constrained_layout=True)
-    t = configs.dropna(subset=["ideal_at_convergence_mean", "real_final_mean"])
+    t = configs.dropna(subset=["ideal_at_convergence_mean", "paired_real_final_mean"])
     for r, (marker, colour, _) in zip(t.itertuples(), _family_styles(t), strict=True):
-        converged = r.converged_seeds == r.seeds
-        ax.errorbar(r.ideal_at_convergence_mean, r.real_final_mean, xerr=r.ideal_at_convergence_std,
-                    yerr=r.real_final_std, fmt=marker, color=colour, capsize=2, ms=7, mfc=None if converged else "none",
+        converged = r.converged_seeds == r.real_seeds
+        ax.errorbar(r.ideal_at_convergence_mean, r.paired_real_final_mean, xerr=r.ideal_at_convergence_std,
+                    yerr=r.paired_real_final_std, fmt=marker, color=colour, capsize=2, ms=7, mfc=None if converged else "none",
                     label=r.configuration + ("" if converged else "  (not converged: last step)"))
-    ends = [t[f"{c}_mean"] + s * t[f"{c}_std"] for c in ("ideal_at_convergence", "real_final") for s in (-1, 1)]
+    ends = [t[f"{c}_mean"] + s * t[f"{c}_std"] for c in ("ideal_at_convergence", "paired_real_final") for s in (-1, 1)]
     lo, hi = (np.nanmin([e.min() for e in ends]), np.nanmax([e.max() for e in ends])) if len(t) else (0.0, 1.0)
     pad = 0.1 * (hi - lo) + band + 0.005
     lo, hi = max(0.0, lo - pad), hi + pad
@@ -288,30 +319,49 @@ def plot_predictor(configs: pd.DataFrame, out_dir: Path, band: float, score) -> 
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, title="configuration", title_fontsize=8,
               ncols=1 if len(t) <= 18 else 2)
-    return _save(fig, out_dir / "e_predictor.png")
+    return save(fig, out_dir / "e_predictor.png")
+
+
+# (f)'s panels: (title, lines); a line is (column, name, style, the count of its trials: worlds.COUNTS)
+_SIZE_PANELS = [("final 0/1 error", [("real_final_error", "Real test", "real", "real_seeds"),
+                                     ("ideal_final_error", "Ideal test", "ideal", "ideal_seeds"),
+                                     ("real_final_train_error", "Real train", "train", "real_seeds")]),
+                ("final test soft error", [("real_final", "Real test", "real", "real_seeds"),
+                                           ("ideal_final", "Ideal test", "ideal", "ideal_seeds")]),
+                ("bootstrap error (Real − Ideal), last step", [("gap_final_error", "0/1 error", "real", "seeds"),
+                                                               ("gap_final", "soft error", "ideal", "seeds")])]
+
+
+def _size_line(ax, sub: pd.DataFrame, column: str, name: str, style: str, count: str) -> bool:
+    """One line of (f) over the widths that have its trials; the Real World's points without an Ideal World
+    twin in every seed hollow. True when it drew hollow points."""
+    has = sub[sub[count] > 0]
+    if f"{column}_mean" not in has or has[f"{column}_mean"].isna().all():
+        return False
+    ax.errorbar(has.width, has[f"{column}_mean"], yerr=has[f"{column}_std"], label=name, marker="o",
+                ms=4, capsize=2, lw=1.4, **_WORLD_STYLE[style])
+    alone = has[~has.paired] if count == "real_seeds" else has.iloc[:0]
+    if len(alone):
+        ax.plot(alone.width, alone[f"{column}_mean"], ls="none", marker="o", ms=4, mfc="white",
+                mec=_WORLD_STYLE[style]["color"], zorder=3)
+    return bool(len(alone))
 
 
 def plot_model_size(table: pd.DataFrame, out_dir: Path, threshold_width: dict) -> Path:
     """(f): against width, per group of the other keys (rows): the final test 0/1 error of both worlds
     with the Real World's train error; the final test soft error of both worlds; the bootstrap error
-    (Real minus Ideal) in both. Dotted: the interpolation threshold (`threshold_width[group]`)."""
+    (Real minus Ideal) in both. Each line over the widths with its trials (the bootstrap error's: with
+    pairs); hollow: Real World points without an Ideal World twin (`table.paired`). Dotted: the
+    interpolation threshold (`threshold_width[group]`)."""
     groups = list(dict.fromkeys(table.group))
     fig, axes = plt.subplots(len(groups), 3, squeeze=False, figsize=(13, 3.4 * len(groups)), constrained_layout=True)
-    panels = [("0/1", [("real_final_error", "Real test", "real"), ("ideal_final_error", "Ideal test", "ideal"),
-                       ("real_final_train_error", "Real train", "train")], "final 0/1 error"),
-              ("soft", [("real_final", "Real test", "real"), ("ideal_final", "Ideal test", "ideal")],
-               "final test soft error"),
-              ("gap", [("gap_final_error", "0/1 error", "real"), ("gap_final", "soft error", "ideal")],
-               "bootstrap error (Real − Ideal), last step")]
     for row, g in enumerate(groups):
         sub = table[table.group == g].sort_values("width")
-        for col, (_, lines, title) in enumerate(panels):
+        for col, (title, lines) in enumerate(_SIZE_PANELS):
             ax = axes[row, col]
-            for column, name, style in lines:
-                if f"{column}_mean" not in sub or sub[f"{column}_mean"].isna().all():
-                    continue
-                ax.errorbar(sub.width, sub[f"{column}_mean"], yerr=sub[f"{column}_std"], label=name, marker="o",
-                            ms=4, capsize=2, lw=1.4, **_WORLD_STYLE[style])
+            hollow = [_size_line(ax, sub, *line) for line in lines]
+            if any(hollow):
+                ax.plot([], [], ls="none", marker="o", ms=4, mfc="white", mec="black", label="no Ideal World twin")
             if col == 2:
                 ax.axhline(0, color="black", lw=0.8)
             if threshold_width.get(g) is not None:
@@ -322,19 +372,20 @@ def plot_model_size(table: pd.DataFrame, out_dir: Path, threshold_width: dict) -
             ax.set(xlabel="width", title=title + (f"\n{g}" if g != "all" else ""))
             ax.legend(fontsize=7)
     fig.suptitle("Model size: final errors against width (mean ± std over seeds)", fontsize=11)
-    return _save(fig, out_dir / "f_model_size.png")
+    return save(fig, out_dir / "f_model_size.png")
 
 
-def plot_weight_movement(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, x: XAxis = X_AXES["steps"]) -> Path:
+def plot_weight_movement(panels: list[Panel], curves: pd.DataFrame, out_dir: Path,
+                         x: XAxis = X_AXES["steps"]) -> Path:
     """(g): relative weight movement |w - w0| / |w0| against steps, per configuration (mean over
     seeds; Real World solid, Ideal World dashed), log-log."""
     fig, ax = plt.subplots(figsize=(8.6, 5.0), constrained_layout=True)
-    configs = list(dict.fromkeys(pairs.configuration))
+    configs = panels
     cmap = plt.get_cmap("tab10" if len(configs) <= 10 else "tab20")
-    for k, cfg in enumerate(configs):
-        sub = pairs[pairs.configuration == cfg]
-        for world, ls in (("real", "-"), ("ideal", "--")):
-            c = curves[curves.trial.isin(sub[world])].dropna(subset=["weight_movement"])
+    for k, panel in enumerate(panels):
+        cfg = panel.name
+        for world, ls, trials in (("real", "-", panel.real.trial if len(panel.real) else []), ("ideal", "--", panel.ideal)):
+            c = curves[curves.trial.isin(trials)].dropna(subset=["weight_movement"])
             c = c[c.weight_movement > 0]
             if not len(c):
                 continue
@@ -345,58 +396,5 @@ def plot_weight_movement(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Pat
     ax.set_yscale("log")
     ax.set(xlabel=x.label, ylabel="|w − w₀| / |w₀|", title="Relative weight movement (mean over seeds)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, ncols=1 if 2 * len(configs) <= 20 else 2)
-    return _save(fig, out_dir / "g_weight_movement.png")
+    return save(fig, out_dir / "g_weight_movement.png")
 
-
-def plot_effective_data(steps: pd.DataFrame, laws: pd.DataFrame, points: pd.DataFrame, out_dir: Path,
-                        error_words: str, law_of) -> Path:
-    """(h): per group of configurations differing only in n (columns), D_eff/n against epochs on log
-    axes, a line per n (seed mean; band: the 95% bootstrap interval over seeds), the line y = epochs
-    (every repeat as good as a fresh sample), the law fitted over every n (black) and its ceiling
-    1 + R* (dotted). ▲ on the top edge: evaluations where a seed's Real World beat everything its Ideal
-    World reached (D_eff undefined: beyond the Ideal World's budget). Below: the law's residuals,
-    log(D_eff/n) − log(law), at each seed's fitted evaluations. `law_of(epochs, r_star)` is the law."""
-    groups = list(dict.fromkeys(steps.group))
-    fig, axes = plt.subplots(2, len(groups), squeeze=False, figsize=(4.6 * len(groups) + 0.6, 7.4), sharex="col",
-                             constrained_layout=True, height_ratios=(2.4, 1))
-    for col, g in enumerate(groups):
-        ax, res = axes[0, col], axes[1, col]
-        sub = steps[steps.group == g]
-        ns = sorted(sub.n.unique())
-        cmap = plt.get_cmap("viridis")
-        colour = {n: cmap(0.9 * i / max(1, len(ns) - 1)) for i, n in enumerate(ns)}
-        hi_x = sub.epochs.max()
-        lo_x = max(sub.epochs[sub.epochs > 0].min(), 1e-2)
-        for n in ns:
-            s = sub[(sub.n == n) & (sub.epochs > 0)].sort_values("epochs")
-            ax.plot(s.epochs, s.d_eff_over_n_mean, color=colour[n], lw=1.5, label=f"n = {n:,.0f}")
-            ax.fill_between(s.epochs, s.d_eff_over_n_lo, s.d_eff_over_n_hi, color=colour[n], alpha=0.18, lw=0)
-            below = s[s.below > 0]
-            if len(below):
-                ax.scatter(below.epochs, np.full(len(below), 1.0), transform=ax.get_xaxis_transform(), marker="^",
-                           color=colour[n], s=28, clip_on=False, zorder=5)
-            p = points[(points.group == g) & (points.n == n) & points.fitted]
-            law = laws[laws.group == g]
-            if len(law) and law.r_star.iloc[0] == law.r_star.iloc[0]:
-                r = np.log(p.d_eff / p.n) - np.log(law_of(p.epochs, law.r_star.iloc[0]))
-                res.scatter(p.epochs, r, s=8, color=colour[n], alpha=0.7)
-        e = np.logspace(np.log10(lo_x), np.log10(hi_x), 200)
-        ax.plot(e, e, color="grey", ls="--", lw=1, label="y = epochs (repeats as good as fresh)")
-        law = laws[laws.group == g]
-        title = g
-        if len(law) and law.r_star.iloc[0] == law.r_star.iloc[0]:
-            r_star = law.r_star.iloc[0]
-            words = "∞ (no saturation seen)" if np.isinf(r_star) else f"{r_star:.3g}"
-            ax.plot(e, law_of(e, r_star), color="black", lw=1.6, label=f"law fitted over every n, R* = {words}")
-            if np.isfinite(r_star):
-                ax.axhline(1 + r_star, color="black", ls=":", lw=1, label=f"ceiling 1 + R* = {1 + r_star:.3g}")
-            lo, hi = law.r_star_lo.iloc[0], law.r_star_hi.iloc[0]
-            if lo == lo:
-                title += f"\nR* = {words}, 95% interval [{lo:.3g}, {hi:.3g}]"
-        ax.set(xscale="log", yscale="log", title=title, ylabel=f"D_eff / n ({error_words})")  # x: shared below
-        ax.legend(fontsize=7, loc="upper left")
-        res.axhline(0, color="black", lw=0.8)
-        res.set(xlabel="epochs (D / n)", ylabel="log(D_eff/n) − log(law)",
-                title="residuals of the fitted law (each seed's evaluations)")
-    fig.suptitle("(h) Effective data: the fresh samples a Real World's repeated ones were worth", fontsize=11)
-    return _save(fig, out_dir / "h_effective_data.png")

@@ -11,15 +11,24 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from twoworlds.errors import UserError
 from twoworlds.identity import bookkeeping, keys_with
+
+_log = logging.getLogger(__name__)
+
+
+class RecordError(UserError, ValueError):
+    """A run record that cannot be read: a torn, malformed or foreign file, named in the message (ValueError
+    too: callers phrase what it means for them by catching that)."""
+
 
 # Written by `twoworlds sweep` beside the trials: the sweep file, its overrides and the expected trial names.
 MANIFEST = "sweep.json"
@@ -85,7 +94,7 @@ def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     """metrics.csv's header and its complete rows, as strings.
 
     A torn last row (no line end, or the wrong number of fields: a write cut short by a crash) is
-    dropped with a warning naming the file; any other malformed row raises ValueError naming the file.
+    dropped with a logged warning naming the file; any other malformed row raises RecordError naming the file.
     """
     lines = Path(path).read_text().splitlines(keepends=True)
     if not lines or not lines[0].endswith("\n"):
@@ -97,10 +106,10 @@ def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
         if line.endswith("\n") and len(fields) == len(header):
             rows.append(fields)
         elif number == len(lines):
-            print(f"warning: {path}: dropped its torn last row (line {number}: {line.strip()[:40]!r}), "
-                  "a write cut short", file=sys.stderr, flush=True)
+            _log.warning("%s: dropped its torn last row (line %d: %r), a write cut short", path, number,
+                         line.strip()[:40])
         else:
-            raise ValueError(f"{path} is malformed: line {number} has {len(fields)} fields, the header "
+            raise RecordError(f"{path} is malformed: line {number} has {len(fields)} fields, the header "
                              f"{len(header)} (delete that trial directory to re-run it)")
     return header, rows
 
@@ -121,24 +130,24 @@ def yaml_problem(e: yaml.YAMLError) -> str:
 
 
 def read_config_file(path: Path) -> dict:
-    """A trial's config.yaml as a mapping; ValueError naming the file when it is not valid YAML or
+    """A trial's config.yaml as a mapping; RecordError naming the file when it is not valid YAML or
     holds no mapping (callers phrase the way out: launch refuses the run, the report the study)."""
     try:
         doc = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as e:
-        raise ValueError(f"{path} is not valid YAML ({yaml_problem(e)})") from None
+        raise RecordError(f"{path} is not valid YAML ({yaml_problem(e)})") from None
     if not isinstance(doc, dict):
-        raise ValueError(f"{path} holds no config mapping")
+        raise RecordError(f"{path} holds no config mapping")
     return doc
 
 
 def read_json_file(path: Path) -> dict:
-    """A run record's JSON object (summary.json, sweep.json); ValueError naming the file when it is not
+    """A run record's JSON object (summary.json, sweep.json); RecordError naming the file when it is not
     valid JSON or holds no object (callers decide what an unreadable record means for them)."""
     try:
         doc = json.loads(Path(path).read_text())
     except ValueError as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
+        raise RecordError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(doc, dict):
-        raise ValueError(f"{path} holds no JSON object")
+        raise RecordError(f"{path} holds no JSON object")
     return doc

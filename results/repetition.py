@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from twoworlds.results.analysis import LEARNING_STARTED, TEST_ERR, TEST_SOFT
+from twoworlds.results.claim_spec import REPETITION_KINDS
 from twoworlds.results.fits import Bootstrap, bootstrap, bootstrap_means, loss, minimize_bounded
 
 # The D_eff statuses of a Real World evaluation.
@@ -176,15 +177,15 @@ def _group(configuration: str) -> str:
     return " ".join(t for t in configuration.split() if not t.startswith("n=")) or "all"
 
 
-def effective_points(pairs: pd.DataFrame, curves: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The Real World rows of the paired trials (`curves` with the D_eff columns), with configuration,
-    group, n, seed, and `fitted`: whether the law's fits use the point (after the first epoch, learning
-    begun, D_eff defined)."""
-    real = curves[curves.trial.isin(pairs.real) & (curves.d_eff_twin != "")]
-    first = curves[curves.trial.isin(real.d_eff_twin)].sort_values("step").groupby("trial")[metric].first()
-    meta = pairs.set_index("real")
-    rows = real.assign(configuration=real.trial.map(meta.configuration), seed=real.trial.map(meta.seed),
-                       n=real.trial.map(meta.n) if "n" in meta else real.n, ideal_first=real.d_eff_twin.map(first))
+def effective_points(real: pd.DataFrame, curves: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows of the Real World trials `real` (worlds.Worlds.real: trial, configuration, seed, n where it
+    varies) that have a D_eff twin (`curves` with the D_eff columns), with configuration, group, n, seed, and
+    `fitted`: whether the law's fits use the point (after the first epoch, learning begun, D_eff defined)."""
+    rows = curves[curves.trial.isin(real.trial) & (curves.d_eff_twin != "")]
+    first = curves[curves.trial.isin(rows.d_eff_twin)].sort_values("step").groupby("trial")[metric].first()
+    meta = real.set_index("trial")
+    rows = rows.assign(configuration=rows.trial.map(meta.configuration), seed=rows.trial.map(meta.seed),
+                       n=rows.trial.map(meta.n) if "n" in meta else rows.n, ideal_first=rows.d_eff_twin.map(first))
     rows = rows.assign(group=rows.configuration.map(_group))
     rows["fitted"] = ((rows.epochs > 1) & (rows.d_eff_status == DEFINED)
                       & (rows[metric] <= LEARNING_STARTED * rows.ideal_first))
@@ -235,7 +236,7 @@ class Repetition:
 
     error: str  # the claims' error: "soft" or "0/1"
     metric: str  # its metrics.csv column
-    points: pd.DataFrame  # effective_points: every Real World evaluation of a paired trial
+    points: pd.DataFrame  # effective_points: every evaluation of a Real World trial with a D_eff twin
     pairs: pd.DataFrame  # per Real World trial: pair_effective_data, with configuration, group, n, seed
     steps: pd.DataFrame  # per configuration and evaluation: D_eff/D and D_eff/n, seed mean and interval
     configs: pd.DataFrame  # per configuration: seed means with intervals, R* of its own points
@@ -339,22 +340,55 @@ def law_tables(points: pd.DataFrame, configs: pd.DataFrame) -> tuple[pd.DataFram
     return pd.DataFrame(laws), pd.DataFrame(holdouts), max(notes, key=len) if notes else ""
 
 
-def analyse_repetition(pairs: pd.DataFrame, curves: pd.DataFrame, error: str = "soft") -> Repetition | None:
-    """The effective data of a study's pairs (analysis.pair_table) from `curves` carrying the D_eff
-    columns (with_effective_data); None without a Real World evaluation past its first epoch."""
+def analyse_repetition(real: pd.DataFrame, curves: pd.DataFrame, error: str = "soft") -> Repetition | None:
+    """The effective data of a study's Real World trials (worlds.Worlds.real, in the report's order) that have
+    a D_eff twin, from `curves` carrying the D_eff columns (with_effective_data), whether or not they have a
+    pair-key twin; None without such an evaluation past its first epoch."""
     metric = ERRORS[error]
-    if not len(pairs) or "d_eff" not in curves:
-        return None
-    points = effective_points(pairs, curves, metric)
+    if not len(real) or "d_eff" not in curves or not (curves.trial.isin(real.trial) & (curves.d_eff_twin != "")).any():
+        return None  # no Real World trial with a D_eff twin (a study of one world, or twins yet to run)
+    points = effective_points(real, curves, metric)
     if not (points.epochs > 1).any():
         return None
-    conv = pairs.set_index("real").converged_at
+    conv = real.set_index("trial").converged_at
     per_pair = pd.DataFrame([{"real": t, "configuration": g.configuration.iloc[0], "group": g.group.iloc[0],
                               "n": g.n.iloc[0], "seed": g.seed.iloc[0], **pair_effective_data(g, conv.get(t))}
                              for t, g in points.groupby("trial", sort=False)])
-    order = {c: i for i, c in enumerate(dict.fromkeys(pairs.configuration))}  # the report's order (n numeric)
+    order = {c: i for i, c in enumerate(dict.fromkeys(real.configuration))}  # the report's order (n numeric)
     per_pair = per_pair.sort_values("configuration", key=lambda c: c.map(order), kind="stable", ignore_index=True)
     configs = config_table(per_pair, points)
     laws, holdouts, note = law_tables(points, configs)
     return Repetition(error, metric, points, per_pair, step_table(points), configs, laws, holdouts,
                       seeds_note=note)
+
+
+# ---------------------------------------------------------------- what the claims read
+
+def repetition_error(claims: list[dict]) -> str:
+    """The error the study's effective-data claims name (validated to agree: claim_spec), else soft."""
+    for c in claims:
+        if c.get("kind") in REPETITION_KINDS and "error" in c:
+            return str(c["error"])
+    return "soft"
+
+
+def claim_columns(rep: Repetition | None) -> pd.DataFrame:
+    """Per configuration, the numbers the effective-data claims check (configurations.csv keeps them)."""
+    if rep is None:
+        return pd.DataFrame()
+    c = rep.configs.set_index("configuration")
+    out = pd.DataFrame({
+        "d_eff_error": rep.error, "epochs_final": c.epochs_final,
+        "d_eff_ratio_before_mean": c.ratio_before, "d_eff_ratio_before_lo": c.ratio_before_lo,
+        "d_eff_ratio_before_hi": c.ratio_before_hi, "d_eff_ratio_before_min": c.ratio_before_min,
+        "d_eff_final_mean": c.d_eff_final, "d_eff_final_over_n_mean": c.d_eff_final_over_n,
+        "late_worth_mean": c.late_worth, "late_worth_lo": c.late_worth_lo, "late_worth_hi": c.late_worth_hi,
+        "law_group": c.group})
+    laws = rep.laws.set_index("group")
+    for col in ("r_star", "r_star_lo", "r_star_hi"):
+        out[f"law_{col}"] = [laws[col].get(g, np.nan) for g in c.group]
+    hold = rep.holdouts.set_index(["group", "n"]) if len(rep.holdouts) else None
+    for col in ("r_star_without", "predicted", "error", "largest"):
+        out[f"law_holdout_{col}"] = [hold[col].get((g, n), np.nan) if hold is not None else np.nan
+                                     for g, n in zip(c.group, c.n, strict=True)]
+    return out

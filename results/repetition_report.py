@@ -1,11 +1,13 @@
-"""The report's effective-data section: what an epoch was worth (repetition.py computes, this narrates).
+"""The report's effective-data section: what an epoch was worth (repetition.py computes, this narrates,
+repetition_plot.py draws plot (h)).
 
-`twoworlds report` calls, in order:
-- `repetition_error(claims)`: the test error D_eff compares (the study's repetition claims' `error`);
-- `repetition.with_effective_data` on the curves table, before it is written;
-- `claim_columns(rep)`, joined into the configurations table the claims are checked on;
-- `repetition_blocks(rep, out)`: the section, its tables (effective_data.csv, repetition_law.csv,
-  repetition_holdout.csv) and plot (h).
+How `twoworlds report` gets there:
+- report.py adds the D_eff columns to the curves table (repetition.with_effective_data, on the error of
+  repetition.repetition_error(claims)) before it is written;
+- tables.analyse computes the Analysis' `repetition` (repetition.analyse_repetition) and joins
+  repetition.claim_columns into the configurations table the claims are checked on;
+- report.py writes effective_data.csv, repetition_law.csv and repetition_holdout.csv (`tables_of`);
+- sections.py's `effective_data` section is `repetition_blocks(rep, out)`: the text, its tables, plot (h).
 """
 
 from __future__ import annotations
@@ -13,28 +15,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from twoworlds.results import plots
-from twoworlds.results.claim_spec import REPETITION_KINDS
 from twoworlds.results.document import Block
 from twoworlds.results.fits import METHODS
-from twoworlds.results.repetition import (
-    LAW_METHOD,
-    RESOLVED_FACTOR,
-    Repetition,
-    law,
-)
+from twoworlds.results.repetition import LAW_METHOD, RESOLVED_FACTOR, Repetition
+from twoworlds.results.repetition_plot import plot_effective_data
 
 ERROR_WORDS = {"soft": "test soft error", "0/1": "test 0/1 error"}
-
-
-def repetition_error(claims: list[dict]) -> str:
-    """The error the study's effective-data claims name (validated to agree: claim_spec), else soft."""
-    for c in claims:
-        if c.get("kind") in REPETITION_KINDS and "error" in c:
-            return str(c["error"])
-    return "soft"
 
 
 def num(v: float, digits: int = 3) -> str:
@@ -57,28 +44,6 @@ def with_interval(value: float, lo: float, hi: float, digits: int = 3) -> str:
 
 def _column(values, lo, hi, digits: int = 3) -> list[str]:
     return [with_interval(v, a, b, digits) for v, a, b in zip(values, lo, hi, strict=True)]
-
-
-def claim_columns(rep: Repetition | None) -> pd.DataFrame:
-    """Per configuration, the numbers the effective-data claims check (configurations.csv keeps them)."""
-    if rep is None:
-        return pd.DataFrame()
-    c = rep.configs.set_index("configuration")
-    out = pd.DataFrame({
-        "d_eff_error": rep.error, "epochs_final": c.epochs_final,
-        "d_eff_ratio_before_mean": c.ratio_before, "d_eff_ratio_before_lo": c.ratio_before_lo,
-        "d_eff_ratio_before_hi": c.ratio_before_hi, "d_eff_ratio_before_min": c.ratio_before_min,
-        "d_eff_final_mean": c.d_eff_final, "d_eff_final_over_n_mean": c.d_eff_final_over_n,
-        "late_worth_mean": c.late_worth, "late_worth_lo": c.late_worth_lo, "late_worth_hi": c.late_worth_hi,
-        "law_group": c.group})
-    laws = rep.laws.set_index("group")
-    for col in ("r_star", "r_star_lo", "r_star_hi"):
-        out[f"law_{col}"] = [laws[col].get(g, np.nan) for g in c.group]
-    hold = rep.holdouts.set_index(["group", "n"]) if len(rep.holdouts) else None
-    for col in ("r_star_without", "predicted", "error", "largest"):
-        out[f"law_holdout_{col}"] = [hold[col].get((g, n), np.nan) if hold is not None else np.nan
-                                     for g, n in zip(c.group, c.n, strict=True)]
-    return out
 
 
 def _config_table(rep: Repetition) -> pd.DataFrame:
@@ -126,10 +91,11 @@ def comparison_sentence(laws: pd.DataFrame) -> str | None:
     return f"Comparing the fitted laws ({'; '.join(parts)}): {verdict}; {sure}."
 
 
-def _write_tables(rep: Repetition, out: Path) -> None:
-    rep.steps.to_csv(out / "effective_data.csv", index=False)
-    rep.laws.to_csv(out / "repetition_law.csv", index=False)
-    rep.holdouts.to_csv(out / "repetition_holdout.csv", index=False)
+def tables_of(rep: Repetition | None) -> dict[str, pd.DataFrame]:
+    """The effective-data tables report.py writes beside the report, by file stem (none without effective data)."""
+    if rep is None:
+        return {}
+    return {"effective_data": rep.steps, "repetition_law": rep.laws, "repetition_holdout": rep.holdouts}
 
 
 def _schedule_note(rep: Repetition) -> list[Block]:
@@ -150,7 +116,6 @@ def repetition_blocks(rep: Repetition | None, out: Path) -> list[Block]:
     comparison sentence, how it was fitted, plot (h). Empty when no Real World ran past one epoch."""
     if rep is None:
         return []
-    _write_tables(rep, out)
     words = ERROR_WORDS[rep.error]
     below = int((rep.points.d_eff_status == "below").sum())
     blocks = [
@@ -182,7 +147,7 @@ def repetition_blocks(rep: Repetition | None, out: Path) -> list[Block]:
     sentence = comparison_sentence(rep.laws)
     if sentence:
         blocks.append(Block("p", sentence))
-    blocks.append(Block("image", plots.plot_effective_data(rep.steps, rep.laws, rep.points, out, words, law),
+    blocks.append(Block("image", plot_effective_data(rep.steps, rep.laws, rep.points, out, words),
                         "(h) D_eff/n against epochs, seed means with 95% bootstrap intervals; dashed: y = epochs "
                         "(repeats as good as fresh); black: the law fitted over every n, dotted: its ceiling "
                         "1 + R*; ▲: a seed's Real World beat everything its Ideal World reached (D_eff undefined). "

@@ -193,20 +193,58 @@ def test_effective_data_claims_on_a_constructed_configurations_table():
     assert "R*: cnn 55 [50, 70], mlp 11 [9, 13]" in verdicts[2].evidence
     assert "cnn n=4000: 96,000 predicted (R* 52 without it), 120,000 measured, -20.0%" in verdicts[5].evidence
     assert "D_eff was computed on the soft error, the claim names 0/1" in verdicts[8].evidence
+    # margins, in the bound's units, positive inside: the smallest ratio 0.85 against 0.8; late worth 0.02 against
+    # 0.25 and R*'s interval ending at 70 against 100; the largest |hold-out error| 20% against 25% and 15%
+    assert [[m.text() for m in verdicts[i].margins] for i in (0, 1, 2, 5, 6)] == [
+        ["+0.05"], ["-0.05"], ["late worth +0.23", "R* +30"], ["+5.0 points"], ["-5.0 points"]]
+    assert verdicts[2].check_line().endswith("; margins: late worth +0.23, R* +30")
     undefined = configs.assign(law_holdout_error=[-0.067, np.nan, -0.033, -0.0625])  # a final D_eff undefined
     assert check_claims([{"kind": "repetition_law_predicts", "tolerance": 0.25}], trials, undefined, [])[0].holds is None
     one_seed = configs.assign(law_r_star_lo=np.nan, law_r_star_hi=np.nan)  # no interval: R* cannot be bounded
-    assert check_claims([{"kind": "effective_data_saturates", "min_epochs": 100, "max_late_worth": 0.25,
-                          "max_r_star": 100}], trials, one_seed, [])[0].holds is None
+    saturates = [{"kind": "effective_data_saturates", "min_epochs": 100, "max_late_worth": 0.25, "max_r_star": 100}]
+    assert check_claims(saturates, trials, one_seed, [])[0].holds is None
+    # one seed's trials alone (the seed spread) have no interval over seeds: the bound applies to that seed's R*
+    alone, = check_claims(saturates, trials, one_seed, [], alone=True)
+    assert alone.holds and [m.text() for m in alone.margins] == ["late worth +0.23", "R* +45"]
+    unresolved, = check_claims(saturates, trials, one_seed.assign(law_r_star=np.inf), [], alone=True)
+    assert unresolved.holds is False and unresolved.margins[1].text() == "R* -∞"
+    # an Ideal World configuration (no Real World trials, so no D_eff) is not part of the claim; a Real World one
+    # without effective data makes it not checkable, naming it
+    ideal = pd.DataFrame({"configuration": ["cnn steps=2000"], "real_seeds": [0]})
+    with_ideal = pd.concat([configs.assign(real_seeds=3), ideal], ignore_index=True)
+    assert check_claims(saturates, trials, with_ideal, [])[0].holds is True
+    lacking = pd.concat([configs.assign(real_seeds=3), ideal.assign(configuration="cnn n=8000", real_seeds=3)])
+    verdict, = check_claims(saturates, trials, lacking, [])
+    assert verdict.holds is None and "and cnn n=8000 has none (run the twins" in verdict.evidence
 
 
 @pytest.mark.parametrize("claims,match", [
-    ([{"kind": "effective_data_saturates", "error": "zero_one"}], r"error must be one of soft, 0/1, got 'zero_one'"),
+    ([{"kind": "effective_data_saturates", "max_late_worth": 0.1, "max_r_star": 200, "error": "zero_one"}],
+     r"\(effective_data_saturates\) in x.yaml: error 'zero_one' must be one of soft, 0/1"),
     ([{"kind": "effective_data_before_convergence", "min_ratio": 0.8},
       {"kind": "repetition_law_predicts", "tolerance": 0.3, "error": "0/1"}], r"name different errors"),
-    ([{"kind": "repetition_law_predicts", "held_out": "smallest"}], r"held_out must be largest or each"),
+    ([{"kind": "repetition_law_predicts", "tolerance": 0.25, "held_out": "smallest"}],
+     r"held_out 'smallest' must be one of largest, each"),
+    ([{"kind": "repetition_law_predicts"}], r"'tolerance' is missing \(a number >= 0\)"),
+    ([{"kind": "effective_data_saturates", "max_late_worth": 0.1}], r"'max_r_star' is missing"),
+    ([{"kind": "effective_data_before_convergence", "min_ratio": "high"}], r"min_ratio 'high' must be a number"),
+    ([{"kind": "effective_data_before_convergence", "min_ratio": 0.8, "max_ratio": 2}],
+     r"unknown key\(s\) max_ratio"),
+    ([{"kind": "effective_data_before_convergence", "min_ratio": 0.8, "where": {"n": []}}],
+     r"'n' must map to one value or a list of values"),
 ])
 def test_effective_data_claims_are_validated_with_the_sweep_file(claims, match):
     from twoworlds.results.claim_spec import ClaimError, validate_claims
     with pytest.raises(ClaimError, match=match):
         validate_claims(claims, "in x.yaml")
+
+
+def test_effective_data_claims_get_their_defaults_and_a_list_in_where():
+    from twoworlds.results.claim_spec import validate_claims
+    assert validate_claims([{"kind": "repetition_law_predicts", "tolerance": 0.25, "where": {"n": [500, 1000]}},
+                            {"kind": "effective_data_saturates", "max_late_worth": 0.1, "max_r_star": 200}],
+                           "in x.yaml") == [
+        {"kind": "repetition_law_predicts", "where": {"n": [500, 1000]}, "tolerance": 0.25, "held_out": "largest",
+         "error": "soft"},
+        {"kind": "effective_data_saturates", "where": {}, "min_epochs": 0, "max_late_worth": 0.1, "max_r_star": 200,
+         "error": "soft"}]

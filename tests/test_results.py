@@ -78,6 +78,11 @@ def test_mean_and_std_over_seeds():
     out = mean_std(df, ["cfg"], ["gap"]).set_index("cfg")
     assert out.loc["a", "gap_mean"] == pytest.approx(0.02) and out.loc["a", "gap_std"] == pytest.approx(math.sqrt(2e-4))
     assert list(out.seeds) == [2, 1] and out.loc["b", "gap_std"] == 0.0
+    # a seed without a value (diverged, target never reached) leaves its group without one, never the other
+    # seed's mean passed off as both; a step that never happened (convergence) averages the seeds it happened in
+    df = pd.DataFrame({"cfg": ["a", "a"], "gap": [0.01, float("nan")], "converged_at": [100.0, float("nan")]})
+    out = mean_std(df, ["cfg"], ["gap", "converged_at"]).set_index("cfg")
+    assert math.isnan(out.loc["a", "gap_mean"]) and out.loc["a", "converged_at_mean"] == 100.0
     assert fmt_pm(0.02, 0.014, 2) == "2.0% ± 1.4%" and fmt_pm(0.02, 0.0, 1, sign=True) == "+2.0%"
 
 
@@ -90,11 +95,13 @@ base: {source: teacher, steps: 40, batch_size: 16, data.test_size: 256, eval.poi
 grid: {model.name: [mlp, cnn]}
 zip: {world: [real, real, ideal], n: [64, 256, 64]}
 seeds: 2
-claims:
-  - {kind: gap_before_convergence, claim: both worlds agree, max: 0.5}
+claims:  # the one-off `blowup` run (optim.lr 1e6) has no twin: pair claims leave it out with `where`
+  - {kind: gap_before_convergence, claim: both worlds agree, max: 0.5, where: {optim.lr: 0.1}}
   - {kind: monotone, claim: more data never hurts much, key: n, metric: real_final, tolerance: 1.0}
-  - {kind: gap_before_convergence, claim: the averaged curves agree, statistic: mean, curves: averaged, max: 0.5}
-  - {kind: gap_before_convergence, claim: the worlds agree to 0.001%, max: 0.00001}
+  - {kind: gap_before_convergence, claim: the averaged curves agree, statistic: mean, curves: averaged, max: 0.5,
+     where: {model.name: mlp, optim.lr: 0.1}}
+  - {kind: gap_before_convergence, claim: the worlds agree to 0.001%, max: 0.00001, where: {optim.lr: 0.1}}
+  - {kind: gap_before_convergence, claim: every run agrees with its twin, max: 0.5}
 """
 
 
@@ -190,6 +197,26 @@ def test_effective_data_in_the_curves_table_is_read_off_each_ideal_envelope(stud
     assert set(law.group) == {"cnn", "mlp"} and (law.method == "huber").all()
 
 
+def test_effective_data_claims_on_the_study_and_on_each_seed_alone(study):
+    """The study's D_eff/D before convergence is the mean of each seed's own (the seed spread), each margin that
+    value minus the bound; a seed whose final D_eff is undefined leaves the seed mean undefined: not checkable."""
+    from twoworlds.results.aggregate import load_study
+    from twoworlds.results.repetition import with_effective_data
+    from twoworlds.results.tables import analyse
+    s = load_study(study[0])
+    s.curves = with_effective_data(s.trials, s.curves, s.config_keys)
+    mlp = {"model.name": "mlp", "optim.lr": 0.1}
+    s.manifest["claims"] = [{"kind": "effective_data_before_convergence", "min_ratio": 0.5, "where": {**mlp, "n": 64}},
+                            {"kind": "repetition_law_predicts", "tolerance": 1.0, "where": mlp}]
+    a = analyse(s)
+    before, law = a.verdicts
+    ratio = a.configs.set_index("configuration").d_eff_ratio_before_mean["mlp n=64"]
+    alone = [v.margins[0].value + 0.5 for v in before.seeds.values()]
+    assert before.holds and before.margins[0].value == pytest.approx(ratio - 0.5) and ratio == pytest.approx(np.mean(alone))
+    assert before.spread().startswith(f"margin {ratio - 0.5:+.3g}; each seed alone: seed 0 +") and "2 of 2" in before.spread()
+    assert law.holds is None and [v.holds for v in law.seeds.values()] == [None, True]
+
+
 def test_report_files_plots_and_self_contained_html(study):
     from twoworlds.results.report import build_report
     study_dir, skipped = study
@@ -244,13 +271,16 @@ def test_claims_are_checked_and_report_check_exits_non_zero_when_one_fails(study
     from twoworlds.results.report import build_report
     study_dir, _ = study
     verdicts = build_report(study_dir).verdicts
-    assert [v.word for v in verdicts] == ["holds", "holds", "holds", "FAILS"]
+    assert [v.word for v in verdicts] == ["holds", "holds", "holds", "FAILS", "not checkable"]
     assert verdicts[2].evidence.startswith("mean |bootstrap error| before convergence of the seed-averaged curves: ")
     assert re.match(r"max \|bootstrap error\| before convergence \(per seed, mean over seeds\): [\d.]+% \(cnn n=64\), ",
                     verdicts[0].evidence)
     assert main(["report", str(study_dir), "--check"]) == 1
     out = capsys.readouterr()
-    assert "[claim]       FAILS: the worlds agree to 0.001%" in out.out and "1 of 4 claims did not hold" in out.err
+    assert "[claim]       FAILS: the worlds agree to 0.001%" in out.out and "2 of 5 claims did not hold" in out.err
+    # a pair claim over a configuration without pairs is not checkable, never passed, and says why
+    assert ("not checkable: every run agrees with its twin (the bootstrap error is measured on Real/Ideal pairs, "
+            "and mlp steps=400 lr=1000000.0 momentum=0.99 n=64 has none") in out.out
     manifest = study_dir / "sweep.json"
     doc = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**doc, "claims": doc["claims"][:3]}))
@@ -270,14 +300,14 @@ def test_report_puts_samples_flops_or_wall_time_on_the_x_axis(study, tmp_path):
     flops = s.curves.merge(s.trials[["trial", "flops_per_sample"]], on="trial")
     assert (flops.train_flops == flops.samples_seen * flops.flops_per_sample).all() and (flops.train_flops > 0).all()
     for x, column in (("flops", "train_flops"), ("time", "wall_time"), ("samples", "samples_seen")):
-        a = analyse(s, x=x, speed_step=None if x != "time" else 1.0)
+        a = analyse(s, x=x, budget=None if x != "time" else 1.0)
         for p in a.pairs.itertuples():  # plot (d): the Ideal World's error at the budget, in x's unit
             ideal = s.curves[s.curves.trial == p.ideal].sort_values("step")
-            assert p.ideal_at_step == pytest.approx(value_at(ideal[column], ideal[TEST_SOFT], a.speed_step), nan_ok=True)
+            assert p.ideal_at_budget == pytest.approx(value_at(ideal[column], ideal[TEST_SOFT], a.budget), nan_ok=True)
     assert main(["report", str(study_dir), "--x", "flops"]) == 0
     md = (study_dir / "report" / "report.md").read_text()
     assert "against training FLOPs" in md and re.search(r"Ideal World test soft error at [\d.e+]+ training FLOPs", md)
-    out = build_report(study_dir, x="time", speed_step=1.0, out_dir=tmp_path).index.parent
+    out = build_report(study_dir, x="time", budget=1.0, out_dir=tmp_path).index.parent
     assert "at 1.0 s of wall time" in (out / "report.md").read_text()
     for stem in ("a_curves", "d_speed_vs_generalization"):
         assert (out / f"{stem}.png").stat().st_size > 10_000
@@ -374,6 +404,14 @@ def test_claim_kinds_on_constructed_configuration_tables():
     ok, bumpy = check_claims([{"kind": "monotone", "key": "n", "metric": "real_final", "tolerance": 0.01},
                               {"kind": "monotone", "key": "n", "metric": "real_final"}], trials, monotone, ["n"])
     assert (ok.holds, bumpy.holds) == (True, False)  # sorted by n: 0.30 -> 0.11 -> 0.115
+    # each verdict's margin: how far inside its bound, in the bound's units (negative: outside)
+    margins = [[m.text() for m in v.margins] for v in verdicts]
+    assert margins[0] == ["+24.0 points"]  # larger effect: cnn +25 points against mlp +1
+    assert margins[2] == ["+0.0667"]  # ratios 1,000 / 100 (cnn) and 320 / 300 (mlp) against 1.0: the smaller
+    assert margins[3] == ["-23.0 points"]  # max_change 2 points; the cnn moved 25
+    assert margins[4] == ["train error +1.0 points", "test error +4.0 points"]  # 1% <= 2%, 89% >= 85%
+    assert margins[6] == ["+0.0 points"]  # the mlp's 3% against a bound of 3%: on the edge
+    assert [m.text() for m in ok.margins] == ["+0.5 points"] and [m.text() for m in bumpy.margins] == ["-0.5 points"]
 
 
 def test_heatmap_axes_prefer_width_by_depth_and_skip_keys_tied_to_the_family():
@@ -419,14 +457,15 @@ def test_peak_and_predictor_claims_on_constructed_tables():
     ], trials, configs, keys)
     assert [v.holds for v in verdicts] == [True, False, False, True, True, None]
     assert "highest interior peak at width=8: +7.0 points above width=4, +7.0 points above width=32" in verdicts[0].evidence
+    assert [v.margins[0].text() for v in verdicts[:2]] == ["+4.0 points", "-1.0 points"]  # height 7 against 3, 8
     assert "17.00% (width=8)" in verdicts[0].evidence and "(an interior peak of at least 3.0 points)" in verdicts[0].evidence
     # the predictor: ranks agree exactly; |errors| 1, 1, 5, 1 points: 3 of 4 inside ±2, mean 2 points
     zoo = pd.DataFrame({"configuration": list("abcd"), "ideal_at_convergence_mean": [0.10, 0.20, 0.30, 0.40],
-                        "real_final_mean": [0.11, 0.19, 0.35, 0.41], "converged_seeds": [2, 2, 2, 1], "seeds": [2] * 4})
+                        "paired_real_final_mean": [0.11, 0.19, 0.35, 0.41], "converged_seeds": [2, 2, 2, 1], "seeds": [2] * 4})
     score = score_predictor(zoo, band=0.02)
     assert (score.configurations, score.inside, score.rank_correlation) == (4, 3, pytest.approx(1.0))
     assert score.mean_abs_error == pytest.approx(0.02)
-    swapped = zoo.assign(real_final_mean=[0.11, 0.19, 0.41, 0.35])  # one swapped pair: rho = 1 - 6*2/60 = 0.8
+    swapped = zoo.assign(paired_real_final_mean=[0.11, 0.19, 0.41, 0.35])  # one swapped pair: rho = 1 - 6*2/60 = 0.8
     assert score_predictor(swapped).rank_correlation == pytest.approx(0.8)
     predicts = {"kind": "ideal_predicts_real", "band": 0.02}
     verdicts = check_claims([{**predicts, "min_rank_correlation": 0.8, "min_inside": 0.75},
@@ -434,6 +473,8 @@ def test_peak_and_predictor_claims_on_constructed_tables():
                              {**predicts, "where": {"configuration": "a"}}], trials, zoo, [])
     assert [v.holds for v in verdicts] == [True, False, False, None]
     assert "3 of 4 (75%) within ±2.00%" in verdicts[0].evidence
+    assert [m.text() for m in verdicts[0].margins] == ["rank correlation +0.200", "share within the band +0.0 points"]
+    assert [m.text() for m in verdicts[2].margins] == ["-0.5 points"]  # mean |error| 2 points against 1.5
     assert "1 configurations did not converge in every seed" in verdicts[0].evidence
     converged = check_claims([{**predicts, "where": {"converged_seeds": 2}}], trials, zoo, [])[0]
     assert "did not converge" not in converged.evidence  # counted over the claim's own configurations
