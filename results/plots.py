@@ -19,26 +19,47 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter  # noqa: E402
-from twoworlds.results.analysis import TEST_SOFT, TRAIN_SOFT, X_AXES, XAxis, align, independent_keys  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+from twoworlds.results.analysis import TEST_SOFT, TRAIN_SOFT, X_AXES, XAxis, align, independent_keys
 
 PANELS_PER_FIGURE = 12
 MAX_FACETS = 4  # rows of heatmaps (values of the keys besides the two axes)
 _WORLD_STYLE = {"real": dict(color="tab:blue", ls="-"), "ideal": dict(color="tab:orange", ls="--"),
                 "train": dict(color="tab:green", ls=":")}
-plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
-                     "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
-                     "xtick.labelsize": 8, "ytick.labelsize": 8})
+# The report's look, applied while a plot is drawn and saved (`styled`), never to matplotlib's global state.
+STYLE = {"figure.dpi": 110, "savefig.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.titlesize": 10,
+         "axes.labelsize": 9, "legend.fontsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8}
+
+
+def styled(plot):
+    """Draw `plot` in the report's style (matplotlib.rc_context: nothing changes for a user's own figures)."""
+
+    @functools.wraps(plot)
+    def drawn(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return plot(*args, **kwargs)
+
+    return drawn
+
+
+def subplots(*args, figsize=None, constrained_layout=False, **kwargs):
+    """Like pyplot.subplots, without pyplot: a Figure of its own, so no backend is switched at import and there
+    is nothing to close (savefig picks the PNG canvas itself)."""
+    fig = Figure(figsize=figsize, constrained_layout=constrained_layout)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def colormap(name: str):
+    return matplotlib.colormaps[name]
 
 
 @dataclass
@@ -53,7 +74,6 @@ class Panel:
 
 def save(fig, path: Path) -> Path:
     fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -91,6 +111,7 @@ def _log_x(ax, x: XAxis) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+@styled
 def plot_curves(panels: list[Panel], curves: pd.DataFrame, out_dir: Path, stem: str = "a_curves",
                 x: XAxis = X_AXES["steps"]) -> list[Path]:
     """(a): one panel per configuration; several figures when there are many configurations."""
@@ -101,7 +122,7 @@ def plot_curves(panels: list[Panel], curves: pd.DataFrame, out_dir: Path, stem: 
         chunk = configs[start:start + PANELS_PER_FIGURE]
         ncols = min(4, len(chunk))
         nrows = math.ceil(len(chunk) / ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols + 0.4, 3.0 * nrows + 0.6), squeeze=False,
+        fig, axes = subplots(nrows, ncols, figsize=(3.6 * ncols + 0.4, 3.0 * nrows + 0.6), squeeze=False,
                                  sharey=True, constrained_layout=True)
         for ax, panel in zip(axes.flat, chunk, strict=False):
             rows, real = panel.real, list(panel.real.trial) if len(panel.real) else []
@@ -139,11 +160,12 @@ def plot_curves(panels: list[Panel], curves: pd.DataFrame, out_dir: Path, stem: 
     return paths
 
 
+@styled
 def plot_scatter(pairs: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> Path:
     """(b): every pair and aligned evaluation step; colour = configuration."""
-    fig, ax = plt.subplots(figsize=(6.4, 5.4), constrained_layout=True)
+    fig, ax = subplots(figsize=(6.4, 5.4), constrained_layout=True)
     configs = list(dict.fromkeys(pairs.configuration))
-    cmap = plt.get_cmap("tab10" if len(configs) <= 10 else "tab20")
+    cmap = colormap("tab10" if len(configs) <= 10 else "tab20")
     hi = 0.0
     for k, cfg in enumerate(configs):
         xs, ys = [], []
@@ -193,6 +215,7 @@ def heatmap_placed(keys: list[str], configs: pd.DataFrame) -> pd.DataFrame:
     return configs.dropna(subset=sorted(used))
 
 
+@styled
 def plot_heatmaps(configs: pd.DataFrame, keys: list[str], out_dir: Path, panels: list[tuple[str, str, str]]) -> Path:
     """(c): `configs` has one row per configuration (seed means); `panels` lists (column, title, format).
     Keys besides the two axes become rows of panels (one per value combination, at most 4); see
@@ -205,7 +228,7 @@ def plot_heatmaps(configs: pd.DataFrame, keys: list[str], out_dir: Path, panels:
     ncols = len(panels)
     xs = _sort_values(configs[x].unique()) if x else [None]
     ys = _sort_values(configs[y].unique()) if y else [None]
-    fig, axes = plt.subplots(len(facets), ncols, squeeze=False, constrained_layout=True,
+    fig, axes = subplots(len(facets), ncols, squeeze=False, constrained_layout=True,
                              figsize=(max(3.4, 0.9 * len(xs) + 1.9) * ncols, max(2.4, 0.55 * len(ys) + 1.6) * len(facets)))
     for row, (facet, sub) in enumerate(facets):
         facet = facet if isinstance(facet, tuple) else (facet,)
@@ -247,17 +270,18 @@ def _family_styles(configs: pd.DataFrame) -> list[tuple[str, object, bool]]:
     families, seen, out = list(dict.fromkeys(fam)), {}, []
     for f in fam:
         k = seen[f] = seen.get(f, -1) + 1
-        out.append((_MARKERS[k % len(_MARKERS)], plt.get_cmap("tab10")(families.index(f) % 10), k >= len(_MARKERS)))
+        out.append((_MARKERS[k % len(_MARKERS)], colormap("tab10")(families.index(f) % 10), k >= len(_MARKERS)))
     return out
 
 
+@styled
 def plot_speed(configs: pd.DataFrame, out_dir: Path, budget: str) -> Path:
     """(d): one point per configuration: colour = family, marker = the rest of the configuration,
     named in the legend (labels next to points would collide where configurations share an Ideal twin).
     `budget` names where the Ideal World's error was taken ('step 1,000', '3.2e+12 training FLOPs');
     a configuration whose Ideal World curve does not cover it, or that lacks a world, has no point and says
     so in the legend."""
-    fig, ax = plt.subplots(figsize=(8.6, 5.4), constrained_layout=True)
+    fig, ax = subplots(figsize=(8.6, 5.4), constrained_layout=True)
     for r, (marker, colour, wrapped) in zip(configs.itertuples(), _family_styles(configs), strict=True):
         missing = no_point_reason(r)
         ax.errorbar(r.ideal_at_budget_mean, r.real_final_mean, xerr=r.ideal_at_budget_std, yerr=r.real_final_std,
@@ -289,12 +313,13 @@ def no_point_reason(r) -> str:
     return "" if reached else "  (no point: not every Ideal World seed reaches this budget)"
 
 
+@styled
 def plot_predictor(configs: pd.DataFrame, out_dir: Path, band: float, score) -> Path:
     """(e): the paper's scatter: per configuration, the Ideal World's test soft error at the step where
     its Real World converged (x) against the Real World's final test soft error (y), y = x and a ±band.
     Hollow markers: configurations whose Real World did not converge in every seed (taken at the last
     step). `score`: claims.PredictorScore of the same points, for the title."""
-    fig, ax = plt.subplots(figsize=(8.6, 5.4), constrained_layout=True)
+    fig, ax = subplots(figsize=(8.6, 5.4), constrained_layout=True)
     t = configs.dropna(subset=["ideal_at_convergence_mean", "paired_real_final_mean"])
     for r, (marker, colour, _) in zip(t.itertuples(), _family_styles(t), strict=True):
         converged = r.converged_seeds == r.real_seeds
@@ -347,6 +372,7 @@ def _size_line(ax, sub: pd.DataFrame, column: str, name: str, style: str, count:
     return bool(len(alone))
 
 
+@styled
 def plot_model_size(table: pd.DataFrame, out_dir: Path, threshold_width: dict) -> Path:
     """(f): against width, per group of the other keys (rows): the final test 0/1 error of both worlds
     with the Real World's train error; the final test soft error of both worlds; the bootstrap error
@@ -354,7 +380,7 @@ def plot_model_size(table: pd.DataFrame, out_dir: Path, threshold_width: dict) -
     pairs); hollow: Real World points without an Ideal World twin (`table.paired`). Dotted: the
     interpolation threshold (`threshold_width[group]`)."""
     groups = list(dict.fromkeys(table.group))
-    fig, axes = plt.subplots(len(groups), 3, squeeze=False, figsize=(13, 3.4 * len(groups)), constrained_layout=True)
+    fig, axes = subplots(len(groups), 3, squeeze=False, figsize=(13, 3.4 * len(groups)), constrained_layout=True)
     for row, g in enumerate(groups):
         sub = table[table.group == g].sort_values("width")
         for col, (title, lines) in enumerate(_SIZE_PANELS):
@@ -375,13 +401,14 @@ def plot_model_size(table: pd.DataFrame, out_dir: Path, threshold_width: dict) -
     return save(fig, out_dir / "f_model_size.png")
 
 
+@styled
 def plot_weight_movement(panels: list[Panel], curves: pd.DataFrame, out_dir: Path,
                          x: XAxis = X_AXES["steps"]) -> Path:
     """(g): relative weight movement |w - w0| / |w0| against steps, per configuration (mean over
     seeds; Real World solid, Ideal World dashed), log-log."""
-    fig, ax = plt.subplots(figsize=(8.6, 5.0), constrained_layout=True)
+    fig, ax = subplots(figsize=(8.6, 5.0), constrained_layout=True)
     configs = panels
-    cmap = plt.get_cmap("tab10" if len(configs) <= 10 else "tab20")
+    cmap = colormap("tab10" if len(configs) <= 10 else "tab20")
     for k, panel in enumerate(panels):
         cfg = panel.name
         for world, ls, trials in (("real", "-", panel.real.trial if len(panel.real) else []), ("ideal", "--", panel.ideal)):

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from twoworlds.results.plots import plt, save
+from twoworlds.results.plots import colormap, save, styled, subplots
 from twoworlds.results.repetition import law
 
 
+@styled
 def plot_effective_data(steps: pd.DataFrame, laws: pd.DataFrame, points: pd.DataFrame, out_dir: Path,
                         error_words: str) -> Path:
     """(h): per group of configurations differing only in n (columns), D_eff/n against epochs on log
@@ -20,13 +21,13 @@ def plot_effective_data(steps: pd.DataFrame, laws: pd.DataFrame, points: pd.Data
     World reached (D_eff undefined: beyond the Ideal World's budget). Below: the law's residuals,
     log(D_eff/n) − log(law), at each seed's fitted evaluations."""
     groups = list(dict.fromkeys(steps.group))
-    fig, axes = plt.subplots(2, len(groups), squeeze=False, figsize=(4.6 * len(groups) + 0.6, 7.4), sharex="col",
+    fig, axes = subplots(2, len(groups), squeeze=False, figsize=(4.6 * len(groups) + 0.6, 7.4), sharex="col",
                              constrained_layout=True, height_ratios=(2.4, 1))
     for col, g in enumerate(groups):
         ax, res = axes[0, col], axes[1, col]
         sub = steps[steps.group == g]
         ns = sorted(sub.n.unique())
-        cmap = plt.get_cmap("viridis")
+        cmap = colormap("viridis")
         colour = {n: cmap(0.9 * i / max(1, len(ns) - 1)) for i, n in enumerate(ns)}
         hi_x = sub.epochs.max()
         lo_x = max(sub.epochs[sub.epochs > 0].min(), 1e-2)

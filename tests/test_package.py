@@ -84,6 +84,27 @@ def test_the_config_schema_and_sweep_checks_load_without_torch_lightning_or_pand
     assert loaded["heavy"] == [], f"the config layer pulled {loaded['heavy']}: `twoworlds keys` would wait for them"
 
 
+def test_importing_any_module_sets_nothing_global():
+    """No environment variable, matplotlib backend or rcParam changes when a module is imported: Ray's and Tune's
+    switches are set when a sweep starts Ray (launch/ray_start.py), the report's style while a plot is drawn."""
+    code = ("import os, matplotlib, importlib, pkgutil\n"
+            # the libraries' own import-time settings first (ray, torch and Lightning set a few variables)
+            "import torch, pytorch_lightning, pandas, ray, ray.tune, ray.train, matplotlib.pyplot\n"
+            "env, rc, backend = dict(os.environ), dict(matplotlib.rcParams), matplotlib.get_backend()\n"
+            "import twoworlds\n"
+            "for package in ('lightning_modules', 'datamodules', 'results', 'launch'):\n"
+            "    pkg = importlib.import_module('twoworlds.' + package)\n"
+            "    for m in pkgutil.iter_modules(pkg.__path__):\n"
+            "        importlib.import_module(f'twoworlds.{package}.{m.name}')\n"
+            "changed = sorted(k for k in env.keys() | os.environ.keys() if env.get(k) != os.environ.get(k))\n"
+            "changed += [k for k, v in rc.items() if matplotlib.rcParams[k] != v and k != 'backend']\n"
+            "changed += ['backend'] if matplotlib.get_backend() != backend else []\n"
+            "print('CHANGED', changed)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "CHANGED []", out.stdout[-2000:]
+
+
 @pytest.mark.skipif(os.environ.get("CI") != "true", reason="CI only (CI=true), whose set-up must have built FFCV")
 def test_ci_set_up_built_ffcv():
     """Elsewhere the FFCV tests skip when launch/install_ffcv.sh could not build it; in CI they must run,
