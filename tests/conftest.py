@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import time
+from pathlib import Path
 
 import pytest
 from twoworlds.launch import config
@@ -35,6 +38,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def kill_session(pid: int, timeout: float = 30.0) -> None:
+    """SIGKILL every process in the session of `pid` (started with start_new_session=True) and wait until they are
+    gone: a machine that lost everything at once. `os.killpg` is not enough: Ray puts its trial workers in process
+    groups of their own, and they outlive the driver by seconds, long enough to finish a short trial."""
+    sid = os.getsid(pid)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        alive = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    zombie = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"  # dead, not reaped
+                    if not zombie and os.getsid(int(proc.name)) == sid:
+                        os.kill(int(proc.name), signal.SIGKILL)
+                        alive.append(proc.name)
+                except (OSError, IndexError):  # gone meanwhile, or another user's
+                    pass
+        if not alive:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"processes of session {sid} outlived SIGKILL for {timeout:g} s")
 
 
 def crash_at(step: int):

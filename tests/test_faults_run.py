@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY
+from conftest import TINY, kill_session
 from test_sweep import REPO, cli, summaries, write_sweep
 from twoworlds.launch import config, trial_state
 from twoworlds.launch.cli import main
@@ -305,7 +305,7 @@ def test_ctrl_c_or_sigterm_to_a_sweep_driver_marks_cut_off_trials_interrupted_an
         out, _ = driver.communicate(timeout=240)
     finally:
         if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
+            kill_session(driver.pid)
     assert driver.returncode == code, out[-3000:]
     assert f"{said}: finished trials, the rows logged so far and the trials' checkpoints are kept; continue " \
            f"with: twoworlds sweep {path} out_dir={tmp_path} checkpoint_every_s=0 --resume" in out

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import kill_session
 from twoworlds.launch.cli import main
 from twoworlds.launch.config import ConfigError
 from twoworlds.launch.sweep_spec import load_sweep
@@ -216,7 +216,7 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
         else:
             pytest.fail("the sweep never reached a state with finished and running trials")
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray instance it started
+        kill_session(driver.pid)  # the driver, the Ray instance it started and its trial workers, at once
         driver.wait()
     finished = {n: (study / n / "summary.json").stat().st_mtime_ns for n, s in summaries(study).items()}
     interrupted = midway[0].parent.name
