@@ -109,6 +109,9 @@ def _main(argv: list[str] | None) -> int:
                           "crossing measures optimization speed (default: the worst configuration's final error)")
     p_report.add_argument("--check", action="store_true", help="exit 1 when a claim of the study's sweep "
                           "file does not hold on this run (a study as a regression test of the science)")
+    p_report.add_argument("--claims", default=None, metavar="FILE", help="check the claims of this sweep file "
+                          "(or shipped study name) as written now, instead of those stored with the run: a claim "
+                          "restated after the run (the report says so)")
     p_report.add_argument("--x", choices=("steps", "samples", "flops", "time"), default="steps",
                           help="x-axis of plots (a) and (d): optimizer steps, training samples, training FLOPs or "
                           "wall time (default: steps)")
@@ -136,7 +139,7 @@ def _main(argv: list[str] | None) -> int:
             return _sweep(ns.file, ns.args, dry_run=ns.dry_run, resume=ns.resume, smoke=ns.smoke,
                           address=ns.address, num_cpus=ns.num_cpus, report=ns.report)
         if ns.command == "report":
-            return _report(ns.study, ns.target, ns.budget, ns.check, ns.x)
+            return _report(ns.study, ns.target, ns.budget, ns.check, ns.x, ns.claims)
         path, overrides = _split_args(ns.args)
         return _run(path, overrides)
     except KeyboardInterrupt:  # a sweep says how to resume itself (see _sweep)
@@ -231,10 +234,11 @@ def _sweep(path: str, overrides: list[str], *, dry_run=False, resume=False, smok
 
 
 def _report(study_dir: str, target: float | None = None, budget: float | None = None, check: bool = False,
-            x: str = "steps") -> int:
+            x: str = "steps", claims_from: str | None = None) -> int:
     from twoworlds.results.report import build_report
-    print(f"[report] reading {study_dir}", flush=True)
-    report = build_report(study_dir, target=target, budget=budget, x=x)
+    print(f"[report] reading {study_dir}" + (f"; claims as written now in {claims_from}" if claims_from else ""),
+          flush=True)
+    report = build_report(study_dir, target=target, budget=budget, x=x, claims_from=claims_from)
     for v in report.verdicts:
         print(f"[claim] {v.check_line()}", flush=True)  # verdict, evidence, margin and seed spread
     print(f"[report] written: {report.index}  (and report.md, PNGs, tables beside it)", flush=True)

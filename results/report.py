@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from twoworlds.results.aggregate import load_study, write_tables
+from twoworlds.results.aggregate import StudyError, load_study, write_tables
 from twoworlds.results.analysis import CONVERGED_BELOW
 from twoworlds.results.claims import Verdict
 from twoworlds.results.document import to_html, to_markdown
@@ -38,16 +38,33 @@ class Report:
         return [v for v in self.verdicts if v.holds is not True]
 
 
+def restated_claims(manifest: dict, study: str, sweep_file: str | Path) -> dict:
+    """The run's manifest with the claims of `sweep_file` as written now (a claim restated after the run); the
+    report says where they came from. Refused when the file is another study's (not `study`, nor the study of
+    which `study` is a seed set or the smoke variant)."""
+    from twoworlds.launch.sweep_spec import load_sweep
+    sweep = load_sweep(sweep_file)
+    if study != sweep.name and not study.startswith(f"{sweep.name}-"):
+        raise StudyError(f"--claims {sweep_file} holds the claims of study '{sweep.name}', not of '{study}'; "
+                         f"give that study's own sweep file")
+    return {**manifest, "claims": sweep.claims, "claims_from": str(sweep.path),
+            "stored_claims": manifest.get("claims") or []}
+
+
 def _write_csv(path: Path, df: pd.DataFrame) -> Path:
     return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
 def build_report(study_dir: str | Path, *, target: float | None = None, budget: float | None = None,
-                 threshold: float = CONVERGED_BELOW, out_dir: str | Path | None = None, x: str = "steps") -> Report:
+                 threshold: float = CONVERGED_BELOW, out_dir: str | Path | None = None, x: str = "steps",
+                 claims_from: str | Path | None = None) -> Report:
     """Write the report of runs/<study>/ (see the module docstring). `x`: the x-axis of plots (a)
     and (d), a key of X_AXES; `budget`: plot (d)'s budget in that unit
-    (a step, a sample count, FLOPs or seconds; the CLI's --budget, alias --speed-step)."""
+    (a step, a sample count, FLOPs or seconds; the CLI's --budget, alias --speed-step). `claims_from`: a sweep
+    file (or shipped study name) whose claims, as written now, are checked instead of those stored with the run."""
     study = load_study(study_dir)
+    if claims_from is not None:
+        study.manifest = restated_claims(study.manifest, study.name, claims_from)
     out = Path(out_dir) if out_dir else study.path / "report"
     out.mkdir(parents=True, exist_ok=True)
     error = repetition_error(study.manifest.get("claims") or [])

@@ -74,8 +74,14 @@ def findings(a: Analysis, out: Path) -> list[Block]:
 def claims(a: Analysis, out: Path) -> list[Block]:
     if not a.verdicts:
         return []
-    return [Block("h2", "Claims checked on this run"),
-            Block("list", [v.line() for v in a.verdicts])]
+    blocks = [Block("h2", "Claims checked on this run")]
+    m = a.study.manifest
+    if "claims_from" in m:  # `report --claims FILE`: restated after the run
+        same = m["claims"] == m["stored_claims"]
+        blocks.append(Block("p", f"The claims as written in {m['claims_from']} now (`--claims`), "
+                                 + ("the same as those stored with this run." if same else
+                                    "not those stored with this run (its sweep.json): restated after it ran.")))
+    return blocks + [Block("list", [v.line() for v in a.verdicts])]
 
 
 def summary_table(a: Analysis) -> pd.DataFrame:

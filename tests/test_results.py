@@ -291,6 +291,34 @@ def test_claims_are_checked_and_report_check_exits_non_zero_when_one_fails(study
         manifest.write_text(json.dumps(doc))
 
 
+def test_report_claims_checks_a_claim_restated_after_the_run_and_says_so(study, tmp_path, capsys):
+    """`report --claims FILE`: the claims of the sweep file as written now, not those stored with the run (a bound
+    restated after a run, checked on the runs before it); the stored sweep.json is left alone; another study's
+    file is refused in one line."""
+    from twoworlds.launch.cli import main
+    study_dir, _ = study
+    stored = (study_dir / "sweep.json").read_text()
+    restated = tmp_path / "tiny.yaml"
+    restated.write_text(SWEEP.replace("claim: the worlds agree to 0.001%, max: 0.00001",
+                                      "claim: the worlds agree to 50%, max: 0.5"))
+    try:
+        assert main(["report", str(study_dir), "--check", "--claims", str(restated)]) == 1  # one not checkable
+        out = capsys.readouterr().out
+        assert f"claims as written now in {restated}" in out and "[claim]       holds: the worlds agree to 50%" in out
+        assert "the worlds agree to 0.001%" not in out
+        md = (study_dir / "report" / "report.md").read_text()
+        assert f"The claims as written in {restated} now (`--claims`), not those stored with this run" in md
+        assert (study_dir / "sweep.json").read_text() == stored
+        other = tmp_path / "other.yaml"
+        other.write_text(SWEEP.replace("name: tiny", "name: other"))
+        assert main(["report", str(study_dir), "--claims", str(other)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"error: --claims {other} holds the claims of study 'other', not of 'tiny'; give that "
+                       "study's own sweep file")
+    finally:  # the report as the other tests of this module expect it
+        main(["report", str(study_dir)])
+
+
 def test_report_puts_samples_flops_or_wall_time_on_the_x_axis(study, tmp_path):
     from twoworlds.launch.cli import main
     from twoworlds.results.aggregate import load_study
