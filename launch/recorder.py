@@ -66,7 +66,11 @@ ARGV_ENV = "TWOWORLDS_ARGV"
 
 def provenance() -> dict:
     argv = os.environ.get(ARGV_ENV) or " ".join(sys.argv)
-    return {"git_commit": git_commit(), "versions": versions(), "argv": argv, "host": platform.node()}
+    prov = {"git_commit": git_commit(), "versions": versions(), "argv": argv, "host": platform.node()}
+    torch = sys.modules.get("torch")  # the trial process's thread count: float sums, so the last digits, depend on it
+    if torch is not None:
+        prov["torch_threads"] = torch.get_num_threads()
+    return prov
 
 
 def _json_safe(value):

@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+import torch
 import yaml
 from conftest import crash_at
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -50,6 +51,7 @@ def test_run_directory_holds_config_metrics_events_and_summary(pair):
     for run in (real, ideal):
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         assert cfg["provenance"]["git_commit"] and cfg["provenance"]["versions"]["torch"]
+        assert cfg["provenance"]["torch_threads"] == torch.get_num_threads()  # the last digits depend on it
         assert cfg["steps"] == 60 and cfg["name"] == run.name
         rows = read_csv(run / "metrics.csv")
         assert [int(r["step"]) for r in rows] == eval_steps(60, 12)
