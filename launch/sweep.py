@@ -125,11 +125,33 @@ class SweepProgress(tune.Callback):
         self.start = time.perf_counter()
         self.done, self.failed, self.diverged, self.errors = set(), set(), set(), 0
         self.running: set[str] = set()
+        self.before, self.caught_up = 0, False
+
+    def setup(self, **info):
+        """At the start of Tuner.fit, also on --resume, where Tune restores this callback as it was pickled:
+        the clock starts now (not at the interrupted run's start)."""
+        self.start, self.running, self.caught_up = time.perf_counter(), set(), False
+
+    def on_step_begin(self, iteration, trials, **info):
+        """On --resume, the trials that ended before the interruption count as done (or failed) from the start;
+        the time left is estimated from the trials this run finishes."""
+        if self.caught_up:
+            return
+        self.caught_up = True
+        self.done, self.failed = set(), set()
+        for t in trials:
+            if t.status == "TERMINATED":
+                status = (t.last_result or {}).get("status", "completed")
+                (self.failed if status == "failed" else self.done).add(_name(t))
+                if status == "diverged":
+                    self.diverged.add(_name(t))
+        self.before = len(self.done) + len(self.failed)
 
     def _line(self, what: str) -> None:
         elapsed = time.perf_counter() - self.start
         finished = len(self.done) + len(self.failed)
-        eta = duration(elapsed / finished * (self.total - finished) if finished else float("nan"))
+        here = finished - self.before  # finished by this run, which set the pace
+        eta = duration(elapsed / here * (self.total - finished) if here else float("nan"))
         print(f"[sweep {self.name}] {len(self.done)}/{self.total} done ({len(self.diverged)} diverged), "
               f"{len(self.running)} running, {len(self.failed)} failed, {self.errors} retried | "
               f"elapsed {duration(elapsed)}, left ~{eta} | {what}", file=self.stream, flush=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -233,6 +234,33 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 2500
     assert set(rows_before) <= set(steps)  # nothing already written was lost
     assert runs[interrupted]["resumed_from_step"] > 0
+
+
+@pytest.mark.slow
+def test_a_resumed_sweep_counts_the_trials_finished_before_it_was_stopped(tmp_path):
+    """Tune restores the progress callback as it was pickled: without a reset, a resumed sweep said "0/6 done"
+    beside three finished trials, never reached 6/6, and counted its elapsed time from the first run's start."""
+    path = write_sweep(tmp_path, name="again", steps=2500, seeds=3)
+    study = tmp_path / "again"
+    driver = cli(path, f"out_dir={tmp_path}", start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while len([s for s in summaries(study).values() if s["status"] == "completed"]) < 3:
+            assert time.time() < deadline, "three trials never finished"
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGINT)
+        driver.communicate(timeout=240)
+    finally:
+        if driver.poll() is None:
+            kill_session(driver.pid)
+    done_before = sum(s["status"] == "completed" for s in summaries(study).values())
+    result = cli(path, f"out_dir={tmp_path}", "--resume")
+    assert result.returncode == 0, result.stdout[-3000:]
+    progress = [line for line in result.stdout.splitlines() if line.startswith("[sweep again] ") and " done " in line]
+    # at least the 3 Tune saw end (a trial cut off after its last row is completed, but Tune starts it again, and
+    # it ends at once on its finished summary)
+    assert 3 <= int(progress[0].split()[2].split("/")[0]) <= done_before, progress[0]
+    assert progress[-1].startswith("[sweep again] 6/6 done"), progress[-1]
 
 
 @pytest.mark.slow
