@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -148,7 +149,9 @@ def read_checkpoint(path: str | Path, device) -> dict:
 
     fix = f"delete it (and {OWNER_FILE}) to run this trial again from step 0"
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # a file not written by torch.save (another pickle protocol) warns first
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path} is not a checkpoint twoworlds can read ({first}); {fix}") from None

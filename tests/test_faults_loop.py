@@ -97,7 +97,7 @@ def test_a_failure_before_the_first_row_is_recorded_failed_with_its_cause_and_on
     assert read_hparams(run_dir)["status"] == "STATUS_FAILURE"  # the events file says how it ended, too
 
 
-def test_resuming_from_a_checkpoint_replaced_by_a_pickle_is_one_line_and_keeps_the_rows(make_cfg, tmp_path):
+def test_resuming_from_a_checkpoint_replaced_by_a_pickle_is_one_line_and_keeps_the_rows(make_cfg, tmp_path, recwarn):
     cfg = make_cfg("world=real", "name=swapped")
     with pytest.raises(RuntimeError, match="injected crash"):
         run_trial(cfg, checkpoints=Checkpoints(every_s=0), report=crash_at(10))
@@ -108,6 +108,7 @@ def test_resuming_from_a_checkpoint_replaced_by_a_pickle_is_one_line_and_keeps_t
     with pytest.raises(trial_state.UserError, match=f"{run_dir / trial_state.CKPT_FILE} is not a checkpoint"):
         run_trial(cfg, resume_from=str(run_dir / trial_state.CKPT_FILE))
     assert not marker.exists()  # loaded as data: the payload never ran
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]  # the one line, no torch warning first
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and "is not a checkpoint twoworlds can read" in summary["error"]
     assert summary["steps_done"] == int(rows[-1]["step"]) == 10  # consistent with the rows kept
