@@ -154,7 +154,9 @@ def _peak_words(g: SizeGroup, c: SizeCurve) -> str:
     p, v, w = c.peak, c.values, g.threshold
     at = c.widths[p.at]
     if p.height <= 0:
-        return f"{what} has no interior peak (highest {_pct(v[p.at])} at width {at:g} is not above both sides)"
+        return (f"{what} has no interior peak (the closest, width {at:g} at {_pct(v[p.at])}, is "
+                f"{100 * (v[p.at] - v[p.low]):+.1f} points from the best smaller width ({c.widths[p.low]:g}) and "
+                f"{100 * (v[p.at] - v[-1]):+.1f} from the largest)")
     rel = "" if w is None else (" (at the threshold)" if at == w else f" ({'below' if at < w else 'above'} the threshold)")
     return (f"{what} peaks at width {at:g}{rel}: {_pct(v[p.at])}, "
             f"{100 * (v[p.at] - v[p.low]):.1f} points above the best smaller width ({c.widths[p.low]:g}) "

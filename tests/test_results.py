@@ -506,3 +506,19 @@ def test_peak_and_predictor_claims_on_constructed_tables():
     assert "1 configurations did not converge in every seed" in verdicts[0].evidence
     converged = check_claims([{**predicts, "where": {"converged_seeds": 2}}], trials, zoo, [])[0]
     assert "did not converge" not in converged.evidence  # counted over the claim's own configurations
+
+
+def test_a_curve_without_a_peak_names_its_closest_point_and_how_far_it_stands_from_each_side():
+    """The model-size sentence of a falling curve: it said "highest 69.05% at width 32" of a curve whose highest
+    interior value is at width 8; it now names the point closest to a peak and its signed distance to both sides."""
+    import numpy as np
+    import pandas as pd
+    from twoworlds.results.narrate import _peak_words
+    from twoworlds.results.scores import find_peak
+    from twoworlds.results.size import SizeCurve, SizeGroup
+    values = np.array([0.787, 0.738, 0.691, 0.665])  # issue 24's reproduction: the Real World falls with width
+    curve = SizeCurve("real_final_error", [2.0, 8.0, 32.0, 128.0], values, find_peak(values), True)
+    group = SizeGroup("all", pd.DataFrame(), 32.0, 2826.0, {"real_final_error": curve})
+    assert _peak_words(group, curve) == ("the Real World's final test 0/1 error has no interior peak (the closest, "
+                                         "width 32 at 69.10%, is -4.7 points from the best smaller width (8) and "
+                                         "+2.6 from the largest)")
