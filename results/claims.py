@@ -80,6 +80,7 @@ from twoworlds.results.claim_spec import (
     validate_claims,
 )
 from twoworlds.results.formats import pct as _pct
+from twoworlds.results.formats import points as _points
 from twoworlds.results.repetition_claims import CHECKS as REPETITION_CHECKS
 from twoworlds.results.scores import find_peak, score_predictor
 from twoworlds.results.verdicts import Margin, Verdict
@@ -97,10 +98,6 @@ def _num(metric: str, v: float) -> str:
     return f"{v:.3g}" if metric in RATIO_METRICS else _pct(v)
 
 
-def _points(d: float) -> str:
-    return f"{100 * d:+.1f} points"
-
-
 def _in(metric: str):
     """Shows a signed amount of `metric` (a margin in its units)."""
     return lambda d: _delta(metric, d)
@@ -110,7 +107,7 @@ def _delta(metric: str, d: float) -> str:
     """A signed difference of `metric`: '+12 steps', '+0.0423' (ratios), '+3.1 points' (error rates)."""
     if metric in STEP_METRICS:
         return f"{d:+,.0f} steps"
-    return f"{d:+.3g}" if metric in RATIO_METRICS else f"{100 * d:+.1f} points"
+    return f"{d:+.3g}" if metric in RATIO_METRICS else _points(d)
 
 
 def _by_key(g: pd.DataFrame, key: str) -> pd.DataFrame:

@@ -20,6 +20,11 @@ def pct(v: float) -> str:
     return fmt_pm(v, 0.0, 1, digits=PCT_DIGITS)
 
 
+def points(d: float) -> str:
+    """A signed difference of error rates in points (1 point = 0.01), e.g. 0.031 -> '+3.1 points'."""
+    return f"{100 * d:+.1f} points"
+
+
 def duration(seconds: float) -> str:
     """Seconds as H:MM:SS, e.g. 3725 -> '1:02:05'; NaN (unknown) prints as '?'."""
     if seconds != seconds:

@@ -8,7 +8,7 @@ import time
 
 import pandas as pd
 from twoworlds.results.analysis import X_AXES, fmt_pm
-from twoworlds.results.formats import PCT_DIGITS
+from twoworlds.results.formats import PCT_DIGITS, points
 from twoworlds.results.formats import pct as _pct
 from twoworlds.results.size import SizeCurve, SizeGroup, study_n_and_classes
 from twoworlds.results.tables import Analysis
@@ -155,7 +155,7 @@ def _peak_words(g: SizeGroup, c: SizeCurve) -> str:
     at = c.widths[p.at]
     if p.height <= 0:
         return (f"{what} has no interior peak (the closest, width {at:g} at {_pct(v[p.at])}, is "
-                f"{100 * (v[p.at] - v[p.low]):+.1f} points from the best smaller width ({c.widths[p.low]:g}) and "
+                f"{points(v[p.at] - v[p.low])} from the best smaller width ({c.widths[p.low]:g}) and "
                 f"{100 * (v[p.at] - v[-1]):+.1f} from the largest)")
     rel = "" if w is None else (" (at the threshold)" if at == w else f" ({'below' if at < w else 'above'} the threshold)")
     return (f"{what} peaks at width {at:g}{rel}: {_pct(v[p.at])}, "

@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import pandas as pd
 from twoworlds.results.analysis import select
+from twoworlds.results.formats import points as _points
 from twoworlds.results.verdicts import Margin, NotCheckable, Outcome
 
 
 def _plain(d: float) -> str:
     return "-∞" if d == float("-inf") else f"{d:+.3g}"  # -∞: an unresolved R* (no saturation seen) against a bound
-
-
-def _points(d: float) -> str:
-    return f"{100 * d:+.1f} points"
 
 
 def _g(v: float) -> str:
