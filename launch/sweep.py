@@ -138,14 +138,18 @@ class SweepProgress(tune.Callback):
         if self.caught_up:
             return
         self.caught_up = True
-        self.done, self.failed = set(), set()
+        self.done, self.failed, self.diverged = set(), set(), set()
         for t in trials:
             if t.status == "TERMINATED":
-                status = (t.last_result or {}).get("status", "completed")
-                (self.failed if status == "failed" else self.done).add(_name(t))
-                if status == "diverged":
-                    self.diverged.add(_name(t))
+                self._ended(_name(t), (t.last_result or {}).get("status", "completed"))
         self.before = len(self.done) + len(self.failed)
+
+    def _ended(self, name: str, status: str) -> None:
+        """A trial that ended with a result: done, or failed when a UserError ended it (run_trial_reporting)."""
+        self.running.discard(name)
+        (self.failed if status == "failed" else self.done).add(name)
+        if status == "diverged":
+            self.diverged.add(name)
 
     def _line(self, what: str) -> None:
         elapsed = time.perf_counter() - self.start
@@ -166,13 +170,10 @@ class SweepProgress(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         name = _name(trial)
-        self.running.discard(name)
-        self.done.add(name)
         result = trial.last_result or {}
         err, status = result.get(TEST_SOFT_ERROR), result.get("status", "completed")
-        if status == "failed":  # a UserError ended it (run_trial_reporting): its one-line reason
-            self.failed.add(name)
-            self.done.discard(name)
+        self._ended(name, status)
+        if status == "failed":  # its one-line reason
             self._line(f"failed {name}: {result.get('error', 'see its summary.json')}")
             return
         self._line(f"{status} {name}" + (f" (test soft error {err:.4f})" if err is not None else ""))
